@@ -1,0 +1,3 @@
+//! Shared support for the integration tests in `tests/tests/`.
+
+pub mod db;
