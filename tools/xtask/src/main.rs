@@ -1,0 +1,292 @@
+//! `cargo xtask up`: the whole local stack in one command.
+//!
+//! 1. builds every component of `spin.toml` with its `[component.*.build]`
+//!    command (as `spin build` does);
+//! 2. starts a throwaway PostgreSQL, unless `DATABASE_URL` is set;
+//! 3. applies `migrations/`;
+//! 4. serves `spin.toml` with `spin up` when Spin ≥ 3.4 is on PATH, and with
+//!    the bundled Wasmtime host (`tools/spin-host`) otherwise;
+//! 5. prints the URL and a development JWT for each role;
+//!
+//! and on Ctrl-C (or SIGTERM) stops the server and the database, leaving
+//! nothing running.
+
+mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, start PostgreSQL, migrate, and serve the API until Ctrl-C.
+    Up {
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// Use this database instead of starting a throwaway one.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Skip building the components.
+        #[arg(long)]
+        no_build: bool,
+        /// Use the bundled host even when Spin is installed.
+        #[arg(long)]
+        bundled_host: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up {
+            listen,
+            database_url,
+            no_build,
+            bundled_host,
+        } => up(listen, database_url, no_build, bundled_host).await,
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+async fn up(
+    listen: SocketAddr,
+    database_url: Option<String>,
+    no_build: bool,
+    bundled_host: bool,
+) -> Result<()> {
+    let root = repo_root().canonicalize()?;
+    let manifest_path = root.join("spin.toml");
+    if !no_build {
+        build_components(&root, &manifest_path)?;
+    }
+
+    // Owned for the whole run: dropping it stops the server and deletes its
+    // directory, which happens on every way out of this function.
+    let mut _cluster = None;
+    let db_url = match database_url {
+        Some(url) => {
+            eprintln!("Using DATABASE_URL.");
+            url
+        }
+        None => {
+            eprintln!("Starting a throwaway PostgreSQL ...");
+            let cluster = tokio::task::spawn_blocking(throwaway_pg::Cluster::start)
+                .await?
+                .context("starting PostgreSQL (is it installed? `apt-get install postgresql`)")?;
+            cluster
+                .create_database("content", None)
+                .await
+                .context("creating the database")?;
+            let url = cluster.url("content");
+            eprintln!(
+                "PostgreSQL on 127.0.0.1:{} (data in {})",
+                cluster.port(),
+                cluster.root_dir().display()
+            );
+            _cluster = Some(cluster);
+            url
+        }
+    };
+
+    let migrations = schema_migrate::Migrations::from_dir(root.join("migrations"))?;
+    let mut client = schema_migrate::connect(&db_url)
+        .await
+        .context("connecting to the database")?;
+    let report = schema_migrate::apply(&mut client, &migrations)
+        .await
+        .context("applying migrations")?;
+    drop(client);
+    eprintln!("Migrations: {report:?}");
+
+    let db_host = db_host(&db_url)?;
+    let jwt_secret = tokens::generate_secret()?;
+    let variables = [
+        ("db_url", db_url.clone()),
+        ("db_host", db_host),
+        ("jwt_secret", jwt_secret.clone()),
+    ];
+
+    let spin = if bundled_host { None } else { spin_on_path() };
+    let result = match spin {
+        Some(version) => {
+            eprintln!("Serving with Spin {version} (spin up).");
+            serve_with_spin(&manifest_path, listen, &variables, &jwt_secret).await
+        }
+        None => {
+            eprintln!("Serving with the bundled host (tools/spin-host).");
+            serve_bundled(&manifest_path, listen, &variables, &jwt_secret).await
+        }
+    };
+    eprintln!("Stopped.");
+    result
+}
+
+/// Runs each component's build command from the manifest, in the directory
+/// it names, as `spin build` would.
+fn build_components(root: &Path, manifest_path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(manifest_path)?;
+    let manifest: toml::Table = toml::from_str(&text)?;
+    let components = manifest
+        .get("component")
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .unwrap_or_default();
+    for (id, component) in components {
+        let Some(build) = component.get("build") else {
+            continue;
+        };
+        let command = match build.get("command") {
+            Some(toml::Value::String(c)) => vec![c.clone()],
+            Some(toml::Value::Array(cs)) => cs
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect(),
+            _ => continue,
+        };
+        let workdir = build
+            .get("workdir")
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| root.to_owned(), |w| root.join(w));
+        for command in command {
+            eprintln!("Building {id}: {command}");
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .current_dir(&workdir)
+                .status()
+                .with_context(|| format!("running {command:?}"))?;
+            if !status.success() {
+                bail!("building component {id:?} failed ({status})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `host:port` of a Postgres URL, for `allowed_outbound_hosts`.
+fn db_host(db_url: &str) -> Result<String> {
+    let url = url::Url::parse(db_url).context("DATABASE_URL must be a postgres:// URL")?;
+    let host = url.host_str().context("DATABASE_URL has no host")?;
+    Ok(format!("{host}:{}", url.port().unwrap_or(5432)))
+}
+
+/// The version of a Spin ≥ 3.4 on PATH, if there is one.
+fn spin_on_path() -> Option<String> {
+    let out = std::process::Command::new("spin")
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(1)?.to_owned();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next()?, parts.next().unwrap_or(0));
+    ((major, minor) >= (3, 4)).then_some(version)
+}
+
+fn print_banner(listen: SocketAddr, jwt_secret: &str) -> Result<()> {
+    println!();
+    println!("API:    http://{listen}/api/health");
+    for role in tokens::ROLES {
+        println!("{role:>14} token: {}", tokens::token(jwt_secret, role)?);
+    }
+    println!("Use:    curl -H \"Authorization: Bearer <token>\" http://{listen}/api/...");
+    println!("Ctrl-C stops everything.");
+    println!();
+    Ok(())
+}
+
+async fn serve_bundled(
+    manifest_path: &Path,
+    listen: SocketAddr,
+    variables: &[(&str, String)],
+    jwt_secret: &str,
+) -> Result<()> {
+    let manifest = spin_host::manifest::Manifest::from_file(manifest_path)?;
+    let runtime = spin_host::runtime::Runtime::new()?;
+    let sources = spin_host::variables::Sources {
+        explicit: variables
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        env: None,
+    };
+    let app = runtime.load(&manifest, &sources)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    print_banner(listener.local_addr()?, jwt_secret)?;
+    spin_host::trigger::serve(listener, Arc::new(app), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn serve_with_spin(
+    manifest_path: &Path,
+    listen: SocketAddr,
+    variables: &[(&str, String)],
+    jwt_secret: &str,
+) -> Result<()> {
+    let mut command = tokio::process::Command::new("spin");
+    command
+        .arg("up")
+        .arg("--from")
+        .arg(manifest_path)
+        .arg("--listen")
+        .arg(listen.to_string())
+        .kill_on_drop(true);
+    // Through the environment rather than `--variable`, so that secrets do
+    // not show in the process list.
+    for (name, value) in variables {
+        command.env(spin_host::variables::env_name(name), value);
+    }
+    let mut child = command.spawn().context("starting `spin up`")?;
+    print_banner(listen, jwt_secret)?;
+    tokio::select! {
+        status = child.wait() => bail!("`spin up` exited on its own ({})", status?),
+        () = shutdown_signal() => {}
+    }
+    // Spin stops cleanly on SIGINT; give it a moment, then make sure.
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        child.kill().await?;
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
