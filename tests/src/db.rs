@@ -68,6 +68,24 @@ pub async fn empty_database() -> String {
     cluster().url(&name)
 }
 
+/// A cluster of its own with one migrated database (named `app`), for tests
+/// that observe cluster-wide state: transaction ids and snapshots are shared
+/// by every database of a cluster, so other tests' open transactions would
+/// show through.
+pub async fn private_cluster() -> (Cluster, String) {
+    let cluster = Cluster::start().expect("starting a private PostgreSQL cluster");
+    cluster
+        .create_database("app", None)
+        .await
+        .expect("creating the database");
+    let url = cluster.url("app");
+    let mut client = connect(&url).await;
+    schema_migrate::apply(&mut client, &migrations())
+        .await
+        .expect("migrating the database");
+    (cluster, url)
+}
+
 /// Connects with the same code the migration command uses.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     schema_migrate::connect(url)

@@ -43,7 +43,9 @@ async fn a_fresh_database_gets_the_whole_schema_and_a_rerun_changes_nothing() {
     let mut client = db::connect(&url).await;
     let migrations = db::migrations();
 
-    let first = schema_migrate::apply(&mut client, &migrations).await.unwrap();
+    let first = schema_migrate::apply(&mut client, &migrations)
+        .await
+        .unwrap();
     let all: Vec<String> = migrations.iter().map(|m| m.file_name()).collect();
     assert_eq!(first.applied, all);
     assert_eq!(first.already_applied, 0);
@@ -65,7 +67,10 @@ async fn a_fresh_database_gets_the_whole_schema_and_a_rerun_changes_nothing() {
         );
     }
     let ledger: Vec<String> = client
-        .query("SELECT version || '_' || name || '.sql' FROM applied_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version || '_' || name || '.sql' FROM applied_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -73,11 +78,18 @@ async fn a_fresh_database_gets_the_whole_schema_and_a_rerun_changes_nothing() {
         .collect();
     assert_eq!(ledger, all);
 
-    let second = schema_migrate::apply(&mut client, &migrations).await.unwrap();
+    let second = schema_migrate::apply(&mut client, &migrations)
+        .await
+        .unwrap();
     assert!(second.applied.is_empty(), "{:?}", second.applied);
     assert_eq!(second.already_applied, all.len());
     assert_eq!(schema_snapshot(&client).await, snapshot);
-    assert!(schema_migrate::pending(&client, &migrations).await.unwrap().is_empty());
+    assert!(
+        schema_migrate::pending(&client, &migrations)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A copy of migrations/ that a test may edit.
@@ -108,7 +120,9 @@ async fn an_edited_applied_file_is_refused_by_name() {
     .unwrap();
     let edited = Migrations::from_dir(dir.path()).unwrap();
 
-    let err = schema_migrate::apply(&mut client, &edited).await.unwrap_err();
+    let err = schema_migrate::apply(&mut client, &edited)
+        .await
+        .unwrap_err();
     match &err {
         Error::ChecksumChanged { file, .. } => assert_eq!(file, &victim),
         other => panic!("expected ChecksumChanged, got {other:?}"),
@@ -155,7 +169,10 @@ async fn a_failing_file_is_rolled_back_and_not_recorded() {
         )
         .await
         .unwrap();
-    assert!(row.get::<_, bool>(0), "the failed file's first statement must be rolled back");
+    assert!(
+        row.get::<_, bool>(0),
+        "the failed file's first statement must be rolled back"
+    );
     assert!(row.get::<_, bool>(1), "no file after a failure may run");
     assert_eq!(row.get::<_, i64>(2), 0);
 }
@@ -169,7 +186,9 @@ async fn concurrent_runs_apply_each_file_once() {
         let migrations = migrations.clone();
         tokio::spawn(async move {
             let mut client = db::connect(&url).await;
-            schema_migrate::apply(&mut client, &migrations).await.unwrap()
+            schema_migrate::apply(&mut client, &migrations)
+                .await
+                .unwrap()
         })
     });
     let mut applied = 0;

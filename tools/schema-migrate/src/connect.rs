@@ -239,14 +239,26 @@ mod tests {
     fn libpq_modes_map_to_checks() {
         let cases = [
             ("postgres://u@h/db", SslMode::Prefer, Check::Nothing),
-            ("postgres://u@h/db?sslmode=disable", SslMode::Disable, Check::Nothing),
-            ("postgres://u@h/db?sslmode=require", SslMode::Require, Check::Nothing),
+            (
+                "postgres://u@h/db?sslmode=disable",
+                SslMode::Disable,
+                Check::Nothing,
+            ),
+            (
+                "postgres://u@h/db?sslmode=require",
+                SslMode::Require,
+                Check::Nothing,
+            ),
             (
                 "postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem",
                 SslMode::Require,
                 Check::Chain,
             ),
-            ("postgres://u@h/db?sslmode=verify-ca", SslMode::Require, Check::Chain),
+            (
+                "postgres://u@h/db?sslmode=verify-ca",
+                SslMode::Require,
+                Check::Chain,
+            ),
             (
                 "postgresql://u@h:6543/db?sslmode=verify-full&application_name=x",
                 SslMode::Require,

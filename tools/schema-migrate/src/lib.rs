@@ -201,10 +201,7 @@ async fn read_ledger(client: &Client) -> Result<Vec<Applied>, Error> {
 }
 
 /// Compares the directory with the ledger and returns what is pending.
-fn check<'m>(
-    migrations: &'m Migrations,
-    applied: &[Applied],
-) -> Result<Vec<&'m Migration>, Error> {
+fn check<'m>(migrations: &'m Migrations, applied: &[Applied]) -> Result<Vec<&'m Migration>, Error> {
     for row in applied {
         match migrations.get(&row.version) {
             None => {

@@ -23,8 +23,8 @@ mod server;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
@@ -60,7 +60,9 @@ pub enum Error {
     },
     #[error("initdb failed ({status}): {output}")]
     Initdb { status: String, output: String },
-    #[error("the PostgreSQL server did not become ready: {reason}\n--- server log (tail) ---\n{log}")]
+    #[error(
+        "the PostgreSQL server did not become ready: {reason}\n--- server log (tail) ---\n{log}"
+    )]
     NotReady { reason: String, log: String },
     #[error("the server is not running")]
     NotRunning,
@@ -110,8 +112,9 @@ impl Cluster {
             .tempdir()
             .map_err(Error::io("creating the cluster directory"))?;
         if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(root.path(), Some(uid.as_raw()), Some(gid.as_raw()))
-                .map_err(Error::io("handing the cluster directory to the postgres user"))?;
+            std::os::unix::fs::chown(root.path(), Some(uid.as_raw()), Some(gid.as_raw())).map_err(
+                Error::io("handing the cluster directory to the postgres user"),
+            )?;
         }
         // Started before the server so that no moment exists in which a
         // server runs that nobody would clean up.
@@ -136,7 +139,10 @@ impl Cluster {
 
     /// The directory that holds the data directory, the socket and the server log.
     pub fn root_dir(&self) -> &Path {
-        self.root.as_ref().expect("root is only taken on drop").path()
+        self.root
+            .as_ref()
+            .expect("root is only taken on drop")
+            .path()
     }
 
     /// The data directory (`PGDATA`).
@@ -248,7 +254,10 @@ impl Cluster {
             ])
             .stdin(Stdio::null())
             .output()
-            .map_err(Error::io(format!("running {}", self.binaries.initdb().display())))?;
+            .map_err(Error::io(format!(
+                "running {}",
+                self.binaries.initdb().display()
+            )))?;
         if !output.status.success() {
             let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&output.stderr));
@@ -302,9 +311,10 @@ impl Cluster {
             // Its own process group: a Ctrl-C meant for the test run must not
             // kill the server before the watcher can clean up behind it.
             .process_group(0);
-        let mut child = command
-            .spawn()
-            .map_err(Error::io(format!("starting {}", self.binaries.postgres().display())))?;
+        let mut child = command.spawn().map_err(Error::io(format!(
+            "starting {}",
+            self.binaries.postgres().display()
+        )))?;
         self.port = port;
         match server::wait_ready(&mut child, &self.binaries, port, READY_TIMEOUT) {
             Ok(()) => {

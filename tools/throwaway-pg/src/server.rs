@@ -38,7 +38,15 @@ pub(crate) fn wait_ready(
             return Err(format!("postgres exited ({status})"));
         }
         let ready = Command::new(binaries.pg_isready())
-            .args(["-q", "-h", "127.0.0.1", "-d", "postgres", "-U", crate::SUPERUSER])
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-d",
+                "postgres",
+                "-U",
+                crate::SUPERUSER,
+            ])
             .args(["-p", &port.to_string(), "-t", "1"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
