@@ -463,7 +463,8 @@ command = "cargo build"
                 "unknown component",
             ),
             (
-                GOOD.replace("[component.health]", "[component.Health]"),
+                GOOD.replace("component.health", "component.Health")
+                    .replace("component = \"health\"", "component = \"Health\""),
                 "lower-case",
             ),
             (

@@ -43,7 +43,7 @@ pub enum ConversionError {
     Decimal(String),
     #[error("invalid JSON {0}")]
     Json(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Column(#[from] tokio_postgres::Error),
     #[error("invalid JSON from database: {0}")]
     JsonFromDatabase(serde_json::Error),

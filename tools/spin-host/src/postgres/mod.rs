@@ -159,6 +159,26 @@ fn extras(db: &tokio_postgres::error::DbError) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An error and its causes in the layout `anyhow` prints with `{:?}`, which
+/// is what Spin puts in its error texts.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let causes: Vec<String> = std::iter::successors(e.source(), |c| c.source())
+        .map(ToString::to_string)
+        .collect();
+    match causes.as_slice() {
+        [] => {}
+        [one] => text.push_str(&format!("\n\nCaused by:\n    {one}")),
+        many => {
+            text.push_str("\n\nCaused by:");
+            for (i, c) in many.iter().enumerate() {
+                text.push_str(&format!("\n    {i}: {c}"));
+            }
+        }
+    }
+    text
+}
+
 fn columns(row: &tokio_postgres::Row) -> Vec<Column> {
     row.columns()
         .iter()
@@ -208,7 +228,7 @@ pub async fn query(
         let values = (0..row.len())
             .map(|i| convert::value(&row, i))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| streamed(Error::QueryFailed(QueryError::Text(format!("{e}")))))?;
+            .map_err(|e| streamed(Error::QueryFailed(QueryError::Text(with_causes(&e)))))?;
         bytes += values.iter().map(convert::memory_size).sum::<usize>();
         if bytes > max_result_bytes {
             return Err(Error::QueryFailed(QueryError::Text(format!(
