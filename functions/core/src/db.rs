@@ -6,7 +6,7 @@
 //! all of Spin 3.x's) arrive as `query-failed(db-error(..))`. [`sqlstate`]
 //! reads the code from either, so callers branch on meaning, not on host.
 
-use spin_sdk::pg4::{PgError, QueryError};
+use spin_sdk::pg4::{Connection, ParameterValue, PgError, QueryError, RowSet};
 
 use crate::Problem;
 
@@ -69,16 +69,146 @@ fn is_connection_text(err: &PgError) -> bool {
     }
 }
 
-/// The problem a client sees for a database error. Never carries SQL text
-/// or connection details.
+/// A server-reported error's extra field (`constraint`, `column`, `table`),
+/// from the structured form or from the debug text of the other form.
+pub fn extra(err: &PgError, name: &str) -> Option<String> {
+    match err {
+        PgError::QueryFailed(QueryError::DbError(db)) => db
+            .extras
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone()),
+        PgError::QueryFailed(QueryError::Text(text)) => {
+            let marker = format!("{name}: Some(\"");
+            let start = text.find(&marker)? + marker.len();
+            let len = text[start..].find('"')?;
+            Some(text[start..start + len].to_owned())
+        }
+        _ => None,
+    }
+}
+
+fn detail_text(err: &PgError) -> String {
+    match err {
+        PgError::QueryFailed(QueryError::DbError(db)) => db.detail.clone().unwrap_or_default(),
+        PgError::QueryFailed(QueryError::Text(text)) => text.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The API field a constraint guards. Constraints follow PostgreSQL's
+/// naming, `<table>_<column>_<check|fkey|key|pkey>`, so no table of names
+/// has to be kept beside the schema.
+fn constraint_field(err: &PgError) -> Option<String> {
+    let constraint = extra(err, "constraint")?;
+    let table = extra(err, "table").unwrap_or_default();
+    let rest = constraint
+        .strip_prefix(&format!("{table}_"))
+        .unwrap_or(&constraint);
+    if rest == "pkey" {
+        return Some("id".to_owned());
+    }
+    ["_check", "_fkey", "_key"]
+        .iter()
+        .find_map(|suffix| rest.strip_suffix(suffix))
+        .map(str::to_owned)
+}
+
+/// The problem a client sees for a database error: the one place where
+/// SQLSTATEs become HTTP statuses. Never carries SQL text or connection
+/// details; the full error goes to the component's log for operators.
 pub fn problem(err: &PgError) -> Problem {
-    match classify(err) {
+    let failure = classify(err);
+    match failure {
         DbFailure::Unavailable => Problem::unavailable(
             "the database is not answering; try again shortly",
             RETRY_AFTER_SECS,
         ),
-        DbFailure::Sql(_) | DbFailure::Other => {
+        DbFailure::Sql(code) => match code.as_str() {
+            "23505" => {
+                let field = constraint_field(err).unwrap_or_else(|| "id".to_owned());
+                Problem::new(409)
+                    .kind("conflict")
+                    .detail(format!("a row with this {field} exists already"))
+                    .field(field, "already taken")
+            }
+            "23503" if detail_text(err).contains("is not present") => {
+                let field = constraint_field(err).unwrap_or_else(|| "body".to_owned());
+                Problem::invalid(field, "refers to a row that does not exist")
+            }
+            "23503" => Problem::new(409)
+                .kind("conflict")
+                .detail("other rows still refer to this one"),
+            "23514" => {
+                let field = constraint_field(err).unwrap_or_else(|| "body".to_owned());
+                Problem::invalid(field, "is outside the allowed values")
+            }
+            "23502" => {
+                let field = extra(err, "column").unwrap_or_else(|| "body".to_owned());
+                Problem::invalid(field, "must not be null")
+            }
+            // Data exceptions: too long, malformed number/date/JSON, NUL bytes.
+            code if code.starts_with("22") => Problem::new(422)
+                .kind("validation")
+                .detail("a value does not fit its column's type"),
+            // Serialisation failures and deadlocks: the same request, retried, succeeds.
+            "40001" | "40P01" | "55P03" | "57014" => {
+                Problem::unavailable("the database was busy with conflicting work; try again", 1)
+            }
+            _ => {
+                log(err);
+                Problem::new(500).detail("the database reported an unexpected error")
+            }
+        },
+        DbFailure::Other => {
+            log(err);
             Problem::new(500).detail("the database reported an unexpected error")
+        }
+    }
+}
+
+/// Component stderr is where Spin hosts collect logs.
+fn log(err: &PgError) {
+    eprintln!("database error: {err:?}");
+}
+
+/// A connection for one request; every error comes back as its [`Problem`].
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    pub fn open(url: &str) -> Result<Self, Problem> {
+        Connection::open(url)
+            .map(|conn| Db { conn })
+            .map_err(|err| problem(&err))
+    }
+
+    pub fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, Problem> {
+        self.conn.query(sql, params).map_err(|err| problem(&err))
+    }
+
+    pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, Problem> {
+        self.conn.execute(sql, params).map_err(|err| problem(&err))
+    }
+
+    /// Runs `work` in a transaction: committed when it returns `Ok`, rolled
+    /// back otherwise. Hosts reset pooled sessions, but an explicit ROLLBACK
+    /// keeps a failed request from leaving anything half-done even then.
+    pub fn transaction<T>(
+        &self,
+        work: impl FnOnce(&Db) -> Result<T, Problem>,
+    ) -> Result<T, Problem> {
+        self.execute("BEGIN", &[])?;
+        match work(self) {
+            Ok(value) => {
+                self.execute("COMMIT", &[])?;
+                Ok(value)
+            }
+            Err(problem) => {
+                let _ = self.conn.execute("ROLLBACK", &[]);
+                Err(problem)
+            }
         }
     }
 }

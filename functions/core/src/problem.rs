@@ -6,6 +6,19 @@ use spin_sdk::http::Response;
 /// The media type of problem responses.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// Where this API's problem type URIs start. They name the kind of problem
+/// for programs; `title` and `detail` are for people.
+pub const TYPE_BASE: &str = "https://thai-content.dev/problems/";
+
+/// One field at fault in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field: a JSON member (`title`), a query parameter (`limit`), a
+    /// header (`If-Match`), or `body` for the body as a whole.
+    pub field: String,
+    pub message: String,
+}
+
 /// A problem details object, plus the headers that go with it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
@@ -13,10 +26,13 @@ pub struct Problem {
     /// status code", and then `title` is the status phrase.
     #[serde(rename = "type")]
     pub type_: String,
-    pub title: String,
+    pub title: &'static str,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The fields at fault, for requests that failed validation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
     #[serde(skip)]
     pub headers: Vec<(String, String)>,
 }
@@ -26,11 +42,52 @@ impl Problem {
     pub fn new(status: u16) -> Self {
         Self {
             type_: "about:blank".to_owned(),
-            title: reason_phrase(status).to_owned(),
+            title: reason_phrase(status),
             status,
             detail: None,
+            errors: Vec::new(),
             headers: Vec::new(),
         }
+    }
+
+    /// Sets a problem type URI of this API (see [`TYPE_BASE`]).
+    pub fn kind(mut self, name: &str) -> Self {
+        self.type_ = format!("{TYPE_BASE}{name}");
+        self
+    }
+
+    /// 422 naming the field at fault.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        Self::new(422)
+            .kind("validation")
+            .detail(format!("{field}: {message}"))
+            .field(field, message)
+    }
+
+    /// 400 for a malformed request (the field names the part at fault:
+    /// a query parameter, a header, `body`).
+    pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        Self::new(400)
+            .detail(format!("{field}: {message}"))
+            .field(field, message)
+    }
+
+    /// 404 for a resource that does not exist.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(404).detail(what)
+    }
+
+    /// Adds a field error.
+    pub fn field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+        self
     }
 
     /// Adds the human-readable explanation of this occurrence.
@@ -94,7 +151,10 @@ pub fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         409 => "Conflict",
         412 => "Precondition Failed",
+        410 => "Gone",
+        411 => "Length Required",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         416 => "Range Not Satisfiable",
         422 => "Unprocessable Content",
         500 => "Internal Server Error",

@@ -15,7 +15,16 @@ use spin_host::runtime::{HostError, Runtime};
 use spin_host::variables::Sources;
 
 /// The component packages the tests run.
-pub const COMPONENTS: [&str; 2] = ["api-health", "test-probe"];
+pub const COMPONENTS: [&str; 8] = [
+    "api-health",
+    "api-content",
+    "api-fragments",
+    "api-assets",
+    "api-rankings",
+    "api-changes",
+    "api-openapi",
+    "test-probe",
+];
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -1,0 +1,321 @@
+//! Asset bytes: upload as the raw request body, download with ETag,
+//! conditional GET and single byte ranges. Metadata is the plain resource.
+
+use spin_sdk::http::Response;
+use spin_sdk::pg4::ParameterValue;
+
+use crate::crud::{self, Params};
+use crate::problem::Problem;
+use crate::request::{self, Query};
+use crate::respond;
+use crate::router::{Ctx, Handled};
+use crate::schema::{ASSET_TYPES, ASSETS, Mode};
+use crate::value;
+
+/// `POST /api/assets?fragment_id=&asset_type=&created_by=`: the body is the
+/// asset; its Content-Type is kept. Empty bodies are refused: an asset
+/// without bytes cannot be played or shown.
+pub fn upload(ctx: &Ctx) -> Handled {
+    store(ctx, None)
+}
+
+/// `PUT /api/import/assets/:id?...`: the same, keeping the id (insert or
+/// replace), for the migration. Also takes `created_at` and `asset_metadata`.
+pub fn import(ctx: &Ctx) -> Handled {
+    store(ctx, Some(ctx.id("id")?))
+}
+
+fn store(ctx: &Ctx, id: Option<i32>) -> Handled {
+    let mut known = vec!["fragment_id", "asset_type", "created_by"];
+    if id.is_some() {
+        known.extend(["asset_metadata", "created_at"]);
+    }
+    let query = Query::parse(ctx.req, &known)?;
+    let limit = ctx.config()?.max_asset_bytes;
+    // Refuse an oversized upload on its declared length, before any work.
+    if let Some(length) = ctx
+        .req
+        .header("content-length")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return Err(too_large(limit));
+    }
+    let bytes = ctx.req.body();
+    if bytes.len() > limit {
+        return Err(too_large(limit));
+    }
+    if bytes.is_empty() {
+        return Err(Problem::invalid(
+            "body",
+            "is empty; an asset needs its bytes",
+        ));
+    }
+    let content_type = media_type(ctx)?;
+
+    // The query parameters are the asset's fields: validate them as JSON
+    // members so the rules are the resource's own.
+    let mut fields = serde_json::Map::new();
+    if let Some(fragment) = query.get("fragment_id") {
+        let n = fragment
+            .parse::<i64>()
+            .map_err(|_| Problem::bad_request("fragment_id", "must be an integer"))?;
+        fields.insert("fragment_id".into(), n.into());
+    }
+    let asset_type = query.get("asset_type").ok_or_else(|| {
+        Problem::bad_request(
+            "asset_type",
+            format!("is required: one of {}", ASSET_TYPES.join(", ")),
+        )
+    })?;
+    fields.insert("asset_type".into(), asset_type.into());
+    if let Some(by) = query.get("created_by") {
+        fields.insert("created_by".into(), by.into());
+    }
+    if let Some(metadata) = query.get("asset_metadata") {
+        let parsed: serde_json::Value = serde_json::from_str(metadata)
+            .map_err(|_| Problem::bad_request("asset_metadata", "is not valid JSON"))?;
+        fields.insert("asset_metadata".into(), parsed);
+    }
+    if let Some(created_at) = query.get("created_at") {
+        fields.insert("created_at".into(), created_at.into());
+    }
+    if let Some(id) = id {
+        fields.insert("id".into(), id.into());
+    }
+    let mode = if id.is_some() {
+        Mode::Import
+    } else {
+        Mode::Create
+    };
+    let assignments = ASSETS.input(&fields, mode)?;
+
+    let mut params = Params::default();
+    let mut columns = vec!["asset_data", "content_type"];
+    let mut values = vec![
+        params.push(ParameterValue::Binary(bytes.to_vec())),
+        format!("{}::text", params.push(ParameterValue::Str(content_type))),
+    ];
+    for a in &assignments {
+        columns.push(a.column);
+        values.push(format!("{}{}", params.push(a.value.clone()), a.cast));
+    }
+    let upsert = if id.is_some() {
+        let updates: Vec<String> = columns
+            .iter()
+            .filter(|c| **c != "id")
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        format!(
+            " ON CONFLICT (id) DO UPDATE SET {}{}",
+            updates.join(", "),
+            crate::import::unchanged_guard(&columns)
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "INSERT INTO {} AS t ({}) VALUES ({}){upsert} RETURNING {}",
+        ASSETS.table,
+        columns.join(", "),
+        values.join(", "),
+        ASSETS.select_list()
+    );
+    let rows = ctx.db()?.query(&sql, &params.values)?;
+    let (row, etag) = match (rows.rows.is_empty(), id) {
+        (false, _) => ASSETS.row_json(&rows, 0)?,
+        // An import of bytes and fields identical to the stored ones.
+        (true, Some(id)) => crud::fetch(ctx, &ASSETS, id)?,
+        (true, None) => unreachable!("a plain INSERT ... RETURNING returns its row"),
+    };
+    let location = format!("/api/assets/{}", row["id"]);
+    Ok(respond::row(201, &row, &etag, Some(&location)))
+}
+
+fn too_large(limit: usize) -> Problem {
+    Problem::new(413)
+        .kind("too-large")
+        .detail(format!("an asset may be at most {limit} bytes"))
+        .field("body", format!("larger than {limit} bytes"))
+}
+
+/// The upload's media type, which must be a `type/subtype`.
+fn media_type(ctx: &Ctx) -> Result<String, Problem> {
+    let value = ctx
+        .req
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .unwrap_or_default();
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    match essence.split_once('/') {
+        Some((kind, sub)) if token(kind) && token(sub) && value.len() <= 100 => {
+            Ok(value.to_owned())
+        }
+        _ => Err(Problem::new(415)
+            .detail("send the asset with its media type, e.g. Content-Type: audio/mpeg")
+            .field("Content-Type", "must be a media type such as audio/mpeg")),
+    }
+}
+
+/// `GET`/`HEAD /api/assets/:id/data`.
+pub fn data(ctx: &Ctx) -> Handled {
+    Query::parse(ctx.req, &[])?;
+    let id = ctx.id("id")?;
+    let db = ctx.db()?;
+    let meta = db.query(
+        "SELECT asset_sha256, asset_size, content_type FROM fragment_assets WHERE id = $1",
+        &[ParameterValue::Int32(id)],
+    )?;
+    let Some(row) = meta.rows.first() else {
+        return Err(crud::not_found(&ASSETS, id));
+    };
+    let sha256 = value::text(&row[0], "asset_sha256")?.unwrap_or_default();
+    let size = value::int(&row[1], "asset_size")?.unwrap_or(0) as u64;
+    let content_type = value::text(&row[2], "content_type")?
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+
+    if let Some(tags) = request::etags(ctx.req, "if-none-match")
+        && request::if_none_match(&tags, &sha256)
+    {
+        return Ok(Response::builder()
+            .status(304)
+            .header("etag", respond::quote(&sha256))
+            .header("accept-ranges", "bytes")
+            .body(Vec::new())
+            .build());
+    }
+
+    let range = match ctx.req.header("range").and_then(|v| v.as_str()) {
+        None => None,
+        Some(header) => match parse_range(header, size) {
+            RangeRequest::Ignore => None,
+            RangeRequest::Satisfiable(first, last) => Some((first, last)),
+            RangeRequest::Unsatisfiable => {
+                return Err(Problem::new(416)
+                    .detail(format!("the asset has {size} bytes"))
+                    .field("Range", "no byte of it lies within the asset")
+                    .header("content-range", format!("bytes */{size}")));
+            }
+        },
+    };
+    let (status, first, length) = match range {
+        Some((first, last)) => (206, first, last - first + 1),
+        None => (200, 0, size),
+    };
+    // substring() on EXTERNAL storage fetches only the TOAST chunks needed.
+    let bytes = db.query(
+        "SELECT substring(asset_data FROM $2 FOR $3) FROM fragment_assets WHERE id = $1",
+        &[
+            ParameterValue::Int32(id),
+            ParameterValue::Int64(first as i64 + 1),
+            ParameterValue::Int64(length as i64),
+        ],
+    )?;
+    let body = bytes
+        .rows
+        .first()
+        .map(|r| value::bytes(&r[0], "asset_data"))
+        .transpose()?
+        .flatten()
+        // Deleted between the two reads.
+        .ok_or_else(|| crud::not_found(&ASSETS, id))?;
+
+    let mut builder = Response::builder();
+    builder
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len().to_string())
+        .header("etag", respond::quote(&sha256))
+        .header("accept-ranges", "bytes")
+        .header("cache-control", "private, max-age=0, must-revalidate");
+    if status == 206 {
+        builder.header(
+            "content-range",
+            format!("bytes {first}-{}/{size}", first + length - 1),
+        );
+    }
+    Ok(builder.body(body).build())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    /// Not a single byte range we serve: answer with the whole asset, as
+    /// RFC 9110 allows (multiple ranges, other units, malformed).
+    Ignore,
+    Satisfiable(u64, u64),
+    Unsatisfiable,
+}
+
+/// One `bytes=first-last`, `bytes=first-` or `bytes=-suffix` (RFC 9110 §14.1.2).
+fn parse_range(header: &str, size: u64) -> RangeRequest {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Ignore;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Ignore;
+    };
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (first, last) {
+        ("", suffix) => match number(suffix) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(n) if size > 0 => RangeRequest::Satisfiable(size.saturating_sub(n), size - 1),
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Ignore,
+        },
+        (first, "") => match number(first) {
+            Some(f) if f < size => RangeRequest::Satisfiable(f, size - 1),
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Ignore,
+        },
+        (first, last) => match (number(first), number(last)) {
+            (Some(f), Some(l)) if f > l => RangeRequest::Ignore,
+            (Some(f), Some(_)) if f >= size => RangeRequest::Unsatisfiable,
+            (Some(f), Some(l)) => RangeRequest::Satisfiable(f, l.min(size - 1)),
+            _ => RangeRequest::Ignore,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RangeRequest::*;
+
+    #[test]
+    fn single_ranges_follow_rfc_9110() {
+        let size = 1000;
+        assert_eq!(parse_range("bytes=0-99", size), Satisfiable(0, 99));
+        assert_eq!(parse_range("bytes=500-", size), Satisfiable(500, 999));
+        assert_eq!(parse_range("bytes=-100", size), Satisfiable(900, 999));
+        assert_eq!(parse_range("bytes=-5000", size), Satisfiable(0, 999));
+        assert_eq!(parse_range("bytes=900-5000", size), Satisfiable(900, 999));
+        assert_eq!(parse_range("bytes=1000-", size), Unsatisfiable);
+        assert_eq!(parse_range("bytes=1000-1001", size), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", size), Unsatisfiable);
+        for ignored in [
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=abc",
+            "bytes=5-1",
+            "bytes=-",
+            "bytes=1-x",
+        ] {
+            assert_eq!(parse_range(ignored, size), Ignore, "{ignored}");
+        }
+        assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+    }
+}

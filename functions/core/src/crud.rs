@@ -1,0 +1,324 @@
+//! List, create, read, update and delete for any declared [`Resource`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use spin_sdk::http::{Method, Response};
+use spin_sdk::pg4::ParameterValue;
+
+use crate::auth::Role;
+use crate::cursor;
+use crate::problem::Problem;
+use crate::request::{self, Query};
+use crate::respond;
+use crate::router::{Ctx, Handled, Op, Route};
+use crate::schema::{Filter, Mode, Resource};
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+/// The five routes of a resource: `/api/<path>` and `/api/<path>/:id`.
+/// `get` is the single-row handler (content swaps in its `expand`).
+pub fn routes(resource: &'static Resource, get_op: Op, get: fn(&Ctx) -> Handled) -> Vec<Route> {
+    let collection = resource.collection_route;
+    let item = resource.item_route;
+    let mut routes =
+        vec![Route::new(Op::List, Method::Get, collection, Some(Role::Anon), list).on(resource)];
+    if resource.json_create {
+        routes.push(
+            Route::new(
+                Op::Create,
+                Method::Post,
+                collection,
+                Some(Role::Authenticated),
+                create,
+            )
+            .on(resource),
+        );
+    }
+    routes.extend([
+        Route::new(get_op, Method::Get, item, Some(Role::Anon), get).on(resource),
+        Route::new(
+            Op::Update,
+            Method::Patch,
+            item,
+            Some(Role::Authenticated),
+            update,
+        )
+        .on(resource),
+        Route::new(
+            Op::Delete,
+            Method::Delete,
+            item,
+            Some(Role::Authenticated),
+            delete,
+        )
+        .on(resource),
+    ]);
+    routes
+}
+
+#[derive(Serialize, Deserialize)]
+struct Position {
+    after: i32,
+}
+
+/// Builds `$n` placeholders while collecting their values.
+#[derive(Default)]
+pub struct Params {
+    pub values: Vec<ParameterValue>,
+}
+
+impl Params {
+    pub fn push(&mut self, value: ParameterValue) -> String {
+        self.values.push(value);
+        format!("${}", self.values.len())
+    }
+}
+
+/// `GET /api/<path>`: filtered, keyset-paginated by id.
+pub fn list(ctx: &Ctx) -> Handled {
+    let resource = ctx.resource();
+    let mut known: Vec<&str> = resource.filters.iter().map(|(name, _)| *name).collect();
+    known.extend(["limit", "cursor"]);
+    let query = Query::parse(ctx.req, &known)?;
+    let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let mut params = Params::default();
+    let mut conditions = Vec::new();
+    for (name, filter) in resource.filters {
+        let Some(condition) = filter_condition(&query, name, filter, &mut params)? else {
+            continue;
+        };
+        conditions.push(condition);
+    }
+    if let Some(text) = query.get("cursor") {
+        let position: Position = cursor::decode("cursor", text)?;
+        conditions.push(format!(
+            "t.id > {}",
+            params.push(ParameterValue::Int32(position.after))
+        ));
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {} FROM {} AS t {where_clause} ORDER BY t.id LIMIT {}",
+        resource.select_list(),
+        resource.table,
+        params.push(ParameterValue::Int64(limit + 1)),
+    );
+    let rows = ctx.db()?.query(&sql, &params.values)?;
+    let mut items = Vec::with_capacity(rows.rows.len());
+    for index in 0..rows.rows.len().min(limit as usize) {
+        items.push(resource.row_json(&rows, index)?.0);
+    }
+    let next = if rows.rows.len() as i64 > limit {
+        let last = items
+            .last()
+            .and_then(|item| item["id"].as_i64())
+            .unwrap_or_default();
+        Value::from(cursor::encode(&Position { after: last as i32 }))
+    } else {
+        Value::Null
+    };
+    Ok(respond::json(200, &json!({ "items": items, "next": next })))
+}
+
+fn filter_condition(
+    query: &Query,
+    name: &str,
+    filter: &Filter,
+    params: &mut Params,
+) -> Result<Option<String>, Problem> {
+    Ok(match filter {
+        Filter::IntEq(column) => query.int(name, 1, i64::from(i32::MAX))?.map(|n| {
+            format!(
+                "t.{column} = {}",
+                params.push(ParameterValue::Int32(n as i32))
+            )
+        }),
+        Filter::TextEq(column) => query.text(name, 200)?.map(|v| {
+            format!(
+                "t.{column} = {}",
+                params.push(ParameterValue::Str(v.to_owned()))
+            )
+        }),
+        Filter::JsonTag(column) => query.text(name, 200)?.map(|v| {
+            // Containment of a one-element array: answered by the GIN index.
+            format!(
+                "t.{column} @> jsonb_build_array({}::text)",
+                params.push(ParameterValue::Str(v.to_owned()))
+            )
+        }),
+        Filter::Substring(columns) => query.text(name, 200)?.map(|v| {
+            let placeholder = params.push(ParameterValue::Str(v.to_lowercase()));
+            let tests: Vec<String> = columns
+                .iter()
+                .map(|c| format!("strpos(lower(t.{c}), {placeholder}) > 0"))
+                .collect();
+            format!("({})", tests.join(" OR "))
+        }),
+    })
+}
+
+/// The row `id` of `resource` as JSON with its ETag, or 404.
+pub fn fetch(ctx: &Ctx, resource: &Resource, id: i32) -> Result<(Value, String), Problem> {
+    let sql = format!(
+        "SELECT {} FROM {} AS t WHERE t.id = $1",
+        resource.select_list(),
+        resource.table
+    );
+    let rows = ctx.db()?.query(&sql, &[ParameterValue::Int32(id)])?;
+    if rows.rows.is_empty() {
+        return Err(not_found(resource, id));
+    }
+    resource.row_json(&rows, 0)
+}
+
+pub fn not_found(resource: &Resource, id: i32) -> Problem {
+    Problem::not_found(format!(
+        "there is no {} with id {id}",
+        resource.schema_name.to_lowercase()
+    ))
+}
+
+/// `GET /api/<path>/:id`, with `If-None-Match` → 304.
+pub fn get(ctx: &Ctx) -> Handled {
+    let resource = ctx.resource();
+    Query::parse(ctx.req, &[])?;
+    let id = ctx.id("id")?;
+    let (row, etag) = fetch(ctx, resource, id)?;
+    Ok(conditional_get(ctx, &row, &etag))
+}
+
+/// 304 when the client's copy is current, else the row.
+pub fn conditional_get(ctx: &Ctx, body: &Value, etag: &str) -> Response {
+    if let Some(tags) = request::etags(ctx.req, "if-none-match")
+        && request::if_none_match(&tags, etag)
+    {
+        return Response::builder()
+            .status(304)
+            .header("etag", respond::quote(etag))
+            .body(Vec::new())
+            .build();
+    }
+    respond::row(200, body, etag, None)
+}
+
+/// `POST /api/<path>`: 201 with `Location` and the stored row.
+pub fn create(ctx: &Ctx) -> Handled {
+    let resource = ctx.resource();
+    Query::parse(ctx.req, &[])?;
+    let body = request::json_object(ctx.req)?;
+    let assignments = resource.input(&body, Mode::Create)?;
+    let mut params = Params::default();
+    let columns: Vec<&str> = assignments.iter().map(|a| a.column).collect();
+    let values: Vec<String> = assignments
+        .into_iter()
+        .map(|a| format!("{}{}", params.push(a.value), a.cast))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} AS t ({}) VALUES ({}) RETURNING {}",
+        resource.table,
+        columns.join(", "),
+        values.join(", "),
+        resource.select_list()
+    );
+    let rows = ctx.db()?.query(&sql, &params.values)?;
+    let (row, etag) = resource.row_json(&rows, 0)?;
+    let location = format!("/api/{}/{}", resource.path, row["id"]);
+    Ok(respond::row(201, &row, &etag, Some(&location)))
+}
+
+/// The `If-Match` condition for a write, as SQL on `t`; `None` when the
+/// request has none or `*` (which only needs the row to exist).
+fn if_match_condition(
+    ctx: &Ctx,
+    resource: &Resource,
+    params: &mut Params,
+) -> Result<Option<String>, Problem> {
+    let Some(tags) = request::etags(ctx.req, "if-match") else {
+        return Ok(None);
+    };
+    if tags.iter().any(|t| t.tag == "*") {
+        return Ok(None);
+    }
+    let strong: Vec<String> = tags
+        .iter()
+        .filter(|t| !t.weak)
+        .map(|t| params.push(ParameterValue::Str(t.tag.clone())))
+        .collect();
+    if strong.is_empty() {
+        // Weak tags never satisfy If-Match: no row can match.
+        return Ok(Some("false".to_owned()));
+    }
+    Ok(Some(format!(
+        "{} IN ({})",
+        resource.etag_expr(),
+        strong.join(", ")
+    )))
+}
+
+/// After a conditional write touched nothing: 404 if the row is gone, else 412.
+fn missing_or_stale(ctx: &Ctx, resource: &Resource, id: i32) -> Problem {
+    match fetch(ctx, resource, id) {
+        Ok(_) => Problem::new(412)
+            .kind("precondition-failed")
+            .detail("the row changed since the ETag given in If-Match; fetch it again"),
+        Err(problem) => problem,
+    }
+}
+
+/// `PATCH /api/<path>/:id`: absent members stay, `null` clears.
+pub fn update(ctx: &Ctx) -> Handled {
+    let resource = ctx.resource();
+    Query::parse(ctx.req, &[])?;
+    let id = ctx.id("id")?;
+    let body = request::json_object(ctx.req)?;
+    let assignments = resource.input(&body, Mode::Update)?;
+    let mut params = Params::default();
+    let id_param = params.push(ParameterValue::Int32(id));
+    let condition = if_match_condition(ctx, resource, &mut params)?;
+    let sets: Vec<String> = if assignments.is_empty() {
+        // Nothing to change: still a conditional request on the row.
+        vec!["id = t.id".to_owned()]
+    } else {
+        assignments
+            .into_iter()
+            .map(|a| format!("{} = {}{}", a.column, params.push(a.value), a.cast))
+            .collect()
+    };
+    let sql = format!(
+        "UPDATE {} AS t SET {} WHERE t.id = {id_param}{} RETURNING {}",
+        resource.table,
+        sets.join(", "),
+        condition.map(|c| format!(" AND {c}")).unwrap_or_default(),
+        resource.select_list()
+    );
+    let rows = ctx.db()?.query(&sql, &params.values)?;
+    if rows.rows.is_empty() {
+        return Err(missing_or_stale(ctx, resource, id));
+    }
+    let (row, etag) = resource.row_json(&rows, 0)?;
+    Ok(respond::row(200, &row, &etag, None))
+}
+
+/// `DELETE /api/<path>/:id`: 204; the schema cascades to children.
+pub fn delete(ctx: &Ctx) -> Handled {
+    let resource = ctx.resource();
+    Query::parse(ctx.req, &[])?;
+    let id = ctx.id("id")?;
+    let mut params = Params::default();
+    let id_param = params.push(ParameterValue::Int32(id));
+    let condition = if_match_condition(ctx, resource, &mut params)?;
+    let sql = format!(
+        "DELETE FROM {} AS t WHERE t.id = {id_param}{}",
+        resource.table,
+        condition.map(|c| format!(" AND {c}")).unwrap_or_default(),
+    );
+    if ctx.db()?.execute(&sql, &params.values)? == 0 {
+        return Err(missing_or_stale(ctx, resource, id));
+    }
+    Ok(respond::no_content())
+}

@@ -1,0 +1,241 @@
+//! Dispatching a request to its handler: path patterns, methods, roles.
+
+use std::cell::OnceCell;
+
+use spin_sdk::http::{Method, Request, Response};
+
+use crate::auth::{self, Role};
+use crate::config::Config;
+use crate::db::Db;
+use crate::problem::Problem;
+use crate::schema::Resource;
+
+/// A handler's result: a response, or the problem to answer instead.
+pub type Handled = Result<Response, Problem>;
+
+/// One route of a component: `pattern` is the path with `:name` segments,
+/// e.g. `/api/content/:id`.
+pub struct Route {
+    pub method: Method,
+    pub pattern: &'static str,
+    /// The least role that may call it; `None` for public routes.
+    pub role: Option<Role>,
+    pub handler: fn(&Ctx) -> Handled,
+    /// The resource a generic handler serves.
+    pub resource: Option<&'static Resource>,
+    /// What it does, for the OpenAPI document.
+    pub op: Op,
+}
+
+/// The kinds of operation the API has; the OpenAPI document describes each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    List,
+    Create,
+    Get,
+    GetExpandable,
+    Update,
+    Delete,
+    Upload,
+    Data,
+    Summary,
+    Best,
+    Changes,
+    ImportRows,
+    ImportAsset,
+    ImportFinish,
+    OpenApi,
+    Health,
+}
+
+impl Route {
+    pub const fn new(
+        op: Op,
+        method: Method,
+        pattern: &'static str,
+        role: Option<Role>,
+        handler: fn(&Ctx) -> Handled,
+    ) -> Self {
+        Route {
+            method,
+            pattern,
+            role,
+            handler,
+            resource: None,
+            op,
+        }
+    }
+
+    /// The same route serving `resource` through a generic handler.
+    pub const fn on(mut self, resource: &'static Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+}
+
+/// What a handler gets: the request, the matched path parameters, the
+/// caller's role, the configuration and a lazily opened database.
+pub struct Ctx<'a> {
+    pub req: &'a Request,
+    resource: Option<&'static Resource>,
+    pub role: Role,
+    params: Vec<(String, String)>,
+    config: OnceCell<Config>,
+    db: OnceCell<Db>,
+}
+
+impl Ctx<'_> {
+    /// The resource of a generic route.
+    pub fn resource(&self) -> &'static Resource {
+        self.resource
+            .expect("generic handlers are routed with Route::on")
+    }
+
+    /// A `:name` path parameter of the matched route.
+    pub fn param(&self, name: &str) -> &str {
+        self.params
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+            .unwrap_or_default()
+    }
+
+    /// A path parameter that must be a row id (a positive `integer`).
+    pub fn id(&self, name: &str) -> Result<i32, Problem> {
+        let raw = self.param(name);
+        raw.parse::<i32>().ok().filter(|id| *id > 0).ok_or_else(|| {
+            Problem::not_found(format!(
+                "no resource has the id {raw:?}: ids are positive integers"
+            ))
+        })
+    }
+
+    pub fn config(&self) -> Result<&Config, Problem> {
+        if let Some(config) = self.config.get() {
+            return Ok(config);
+        }
+        let config = Config::load()?;
+        Ok(self.config.get_or_init(|| config))
+    }
+
+    /// The database, connected on first use.
+    pub fn db(&self) -> Result<&Db, Problem> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let db = Db::open(&self.config()?.db_url)?;
+        Ok(self.db.get_or_init(|| db))
+    }
+
+    pub fn is_head(&self) -> bool {
+        matches!(self.req.method(), Method::Head)
+    }
+}
+
+/// Serves `req` with the first route whose pattern and method match; HEAD
+/// is served by the GET route (the server drops the body).
+pub fn serve(req: Request, routes: &[Route]) -> Response {
+    let path = req.path().to_owned();
+    let mut allowed: Vec<&str> = Vec::new();
+    let mut chosen = None;
+    for route in routes {
+        let Some(params) = match_path(route.pattern, &path) else {
+            continue;
+        };
+        allowed.push(method_name(&route.method));
+        let method_matches = route.method == *req.method()
+            || (matches!(req.method(), Method::Head) && matches!(route.method, Method::Get));
+        if method_matches && chosen.is_none() {
+            chosen = Some((route, params));
+        }
+    }
+    let Some((route, params)) = chosen else {
+        if allowed.is_empty() {
+            return Problem::not_found(format!("nothing is served at {path}")).into_response();
+        }
+        if allowed.contains(&"GET") {
+            allowed.push("HEAD");
+        }
+        return Problem::method_not_allowed(&allowed).into_response();
+    };
+    let mut ctx = Ctx {
+        req: &req,
+        resource: route.resource,
+        role: Role::Anon,
+        params,
+        config: OnceCell::new(),
+        db: OnceCell::new(),
+    };
+    let result = authorise(&mut ctx, route).and_then(|()| (route.handler)(&ctx));
+    result.unwrap_or_else(Problem::into_response)
+}
+
+fn authorise(ctx: &mut Ctx, route: &Route) -> Result<(), Problem> {
+    let Some(needed) = route.role else {
+        return Ok(());
+    };
+    let role = auth::authenticate(ctx.req, &ctx.config()?.jwt_secret)?;
+    if role < needed {
+        return Err(Problem::new(403).kind("forbidden").detail(format!(
+            "this needs the {} role or higher; the token has {}",
+            needed.as_str(),
+            role.as_str()
+        )));
+    }
+    ctx.role = role;
+    Ok(())
+}
+
+/// Matches `/api/content/:id` against `/api/content/12`.
+fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    let mut pattern_parts = pattern.split('/');
+    let mut path_parts = path.split('/');
+    loop {
+        match (pattern_parts.next(), path_parts.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(s)) if p.starts_with(':') => {
+                params.push((p[1..].to_owned(), s.to_owned()));
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+pub fn method_name(method: &Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+        Method::Options => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_segments() {
+        assert_eq!(
+            match_path("/api/content/:id", "/api/content/12"),
+            Some(vec![("id".to_owned(), "12".to_owned())])
+        );
+        assert_eq!(match_path("/api/content", "/api/content"), Some(vec![]));
+        assert_eq!(match_path("/api/content", "/api/content/"), None);
+        assert_eq!(match_path("/api/content/:id", "/api/content/12/x"), None);
+        assert_eq!(
+            match_path("/api/assets/:id/data", "/api/assets/7/data"),
+            Some(vec![("id".to_owned(), "7".to_owned())])
+        );
+        assert_eq!(
+            match_path("/api/assets/:id/data", "/api/assets/7/meta"),
+            None
+        );
+    }
+}
