@@ -5,5 +5,11 @@
 //! [`api`] talks HTTP to the functions, [`pull`] brings the mirror up to
 //! date, [`embed`] turns text into vectors and [`search`] finds neighbours.
 
+pub mod api;
+pub mod backoff;
+pub mod config;
+pub mod embed;
 pub mod feed;
+pub mod pull;
+pub mod search;
 pub mod store;

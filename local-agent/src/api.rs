@@ -1,0 +1,266 @@
+//! The HTTP client for the content API: bearer auth, problem+json errors,
+//! and retries with backoff for the failures that pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::backoff::{Backoff, parse_retry_after};
+use crate::feed::ChangePage;
+
+/// The problem type the feed answers with (410) when a cursor is older than
+/// what the server's log still holds.
+pub const CURSOR_EXPIRED: &str = "https://thai-content.dev/problems/cursor-expired";
+
+/// Called before each retry with what failed and how long the client waits.
+pub type RetryHook = Arc<dyn Fn(&RetryNotice) + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct RetryNotice {
+    pub attempt: u32,
+    pub of: u32,
+    pub wait: Duration,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error(
+        "cannot reach the API at {url} ({reason}), {attempts} attempt(s); check that it runs \
+         and that --api-url (or THAI_AGENT_API_URL, or `local-agent init`) points at it"
+    )]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
+    #[error(
+        "the API refused the token ({status}: {detail}); get a valid token and run \
+         `local-agent init --token <JWT>` or set THAI_AGENT_TOKEN"
+    )]
+    Unauthorized { status: u16, detail: String },
+    #[error("the cursor is older than what the server's change log still holds")]
+    CursorExpired,
+    #[error(
+        "the API kept failing ({status}: {detail}) over {attempts} attempt(s); \
+         try again later, the next pull resumes where this one stopped"
+    )]
+    Unavailable {
+        status: u16,
+        detail: String,
+        attempts: u32,
+    },
+    #[error("the API refused the request ({status}: {detail})")]
+    Rejected { status: u16, detail: String },
+    #[error("the API at {url} sent a response this agent cannot read: {reason}")]
+    Protocol { url: String, reason: String },
+}
+
+/// An RFC 9457 problem document, as far as the agent reads it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub title: Option<String>,
+    pub status: Option<u16>,
+    pub detail: Option<String>,
+}
+
+impl Problem {
+    fn describe(&self, fallback: &str) -> String {
+        match (&self.title, &self.detail) {
+            (Some(t), Some(d)) => format!("{t}: {d}"),
+            (Some(t), None) => t.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => fallback.to_owned(),
+        }
+    }
+}
+
+pub struct ApiClient {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<String>,
+    backoff: Backoff,
+    on_retry: Option<RetryHook>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+/// One HTTP exchange's outcome, before retry policy.
+enum Attempt<T> {
+    Done(T),
+    /// Worth another try: (status or 0 for a transport error, reason, Retry-After).
+    Retry(u16, String, Option<Duration>),
+    Fail(ApiError),
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: Option<String>, backoff: Backoff) -> ApiClient {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // Statuses are read and mapped here, not turned into errors.
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(120)))
+            .user_agent(concat!("local-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        ApiClient {
+            agent,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            backoff,
+            on_retry: None,
+        }
+    }
+
+    pub fn with_retry_hook(mut self, hook: RetryHook) -> ApiClient {
+        self.on_retry = Some(hook);
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// One page of `GET /api/changes`; `cursor` None starts a snapshot.
+    pub fn changes(&self, cursor: Option<&str>, limit: u32) -> Result<ChangePage, ApiError> {
+        let url = format!("{}/api/changes", self.base);
+        self.with_retries(&url, self.backoff, || {
+            let mut req = self.agent.get(&url).query("limit", limit.to_string());
+            if let Some(cursor) = cursor {
+                req = req.query("cursor", cursor);
+            }
+            self.exchange(&url, self.authorize(req).call())
+        })
+    }
+
+    /// `GET /api/health`, tried once: status wants an answer now, not later.
+    pub fn health(&self) -> Result<serde_json::Value, ApiError> {
+        let url = format!("{}/api/health", self.base);
+        let once = Backoff {
+            attempts: 1,
+            ..self.backoff
+        };
+        self.with_retries(&url, once, || {
+            let req = self
+                .agent
+                .get(&url)
+                .config()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build();
+            self.exchange(&url, self.authorize(req).call())
+        })
+    }
+
+    fn authorize<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => req.header("Authorization", format!("Bearer {token}")),
+            None => req,
+        }
+    }
+
+    fn exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Attempt<T> {
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => return Attempt::Retry(0, e.to_string(), None),
+        };
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return match response
+                .body_mut()
+                .with_config()
+                .limit(64 * 1024 * 1024)
+                .read_json::<T>()
+            {
+                Ok(v) => Attempt::Done(v),
+                // A body cut off mid-way is a transport failure, not a bad
+                // server: worth another try.
+                Err(ureq::Error::Io(e)) => Attempt::Retry(status, e.to_string(), None),
+                Err(e) => Attempt::Fail(ApiError::Protocol {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                }),
+            };
+        }
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let problem: Problem = serde_json::from_str(&text).unwrap_or_default();
+        let fallback = text.chars().take(200).collect::<String>();
+        let detail = problem.describe(&fallback);
+        match status {
+            401 | 403 => Attempt::Fail(ApiError::Unauthorized { status, detail }),
+            410 if problem.kind.as_deref() == Some(CURSOR_EXPIRED) => {
+                Attempt::Fail(ApiError::CursorExpired)
+            }
+            408 | 425 | 429 | 500 | 502 | 503 | 504 => Attempt::Retry(status, detail, retry_after),
+            _ => Attempt::Fail(ApiError::Rejected { status, detail }),
+        }
+    }
+
+    fn with_retries<T>(
+        &self,
+        url: &str,
+        backoff: Backoff,
+        mut call: impl FnMut() -> Attempt<T>,
+    ) -> Result<T, ApiError> {
+        let attempts = backoff.attempts.max(1);
+        let mut failed = 0;
+        loop {
+            match call() {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(status, reason, retry_after) => {
+                    failed += 1;
+                    if failed >= attempts {
+                        return Err(if status == 0 {
+                            ApiError::Unreachable {
+                                url: url.to_owned(),
+                                attempts,
+                                reason,
+                            }
+                        } else {
+                            ApiError::Unavailable {
+                                status,
+                                detail: reason,
+                                attempts,
+                            }
+                        });
+                    }
+                    let wait = backoff.delay(failed, retry_after);
+                    if let Some(hook) = &self.on_retry {
+                        hook(&RetryNotice {
+                            attempt: failed + 1,
+                            of: attempts,
+                            wait,
+                            reason: if status == 0 {
+                                reason
+                            } else {
+                                format!("{status}: {reason}")
+                            },
+                        });
+                    }
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+}

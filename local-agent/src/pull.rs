@@ -1,0 +1,139 @@
+//! Brings the mirror up to date with the change feed, one page per
+//! transaction: the page's rows and the cursor after it commit together, so
+//! a pull killed at any moment resumes from the last committed page and
+//! re-applying a page is harmless (upserts and deletes are idempotent).
+
+use serde::Serialize;
+
+use crate::api::{ApiClient, ApiError};
+use crate::feed::Phase;
+use crate::store::{PageBase, Store, StoreError};
+
+/// A cursor can expire again while a slow snapshot runs; past this many
+/// restarts something else is wrong.
+const MAX_RESNAPSHOTS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PullError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the change feed answered has_more with the cursor it was given; the server is \
+         misbehaving, report it (nothing was lost)"
+    )]
+    Stuck,
+    #[error("the server expired the cursor {0} times in a row during one pull; try again later")]
+    KeepsExpiring(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PullOptions {
+    /// Start a full snapshot even if a cursor is stored.
+    pub full: bool,
+    /// The feed's `limit` per page (1..=1000).
+    pub page_size: u32,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            full: false,
+            page_size: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PullReport {
+    pub pages: usize,
+    pub upserts: usize,
+    pub deletes: usize,
+    /// Rows removed because a snapshot no longer delivered them.
+    pub swept: usize,
+    /// Changes to tables this agent does not mirror.
+    pub skipped: usize,
+    /// Whether this pull ran (or finished) a full snapshot.
+    pub snapshot: bool,
+    /// Snapshots restarted because the server had pruned past the cursor.
+    pub cursor_expired: u32,
+    pub cursor: Option<String>,
+}
+
+/// Progress after each applied page.
+#[derive(Debug, Clone, Copy)]
+pub struct PullProgress {
+    pub pages: usize,
+    pub changes: usize,
+    pub phase: Phase,
+}
+
+/// Pulls until the feed says it is caught up.
+pub fn pull(
+    store: &mut Store,
+    client: &ApiClient,
+    options: PullOptions,
+    mut on_page: impl FnMut(&PullProgress),
+) -> Result<PullReport, PullError> {
+    let state = store.sync_state()?;
+    let source = client.base_url();
+    // What the store holds now: every apply checks it is still there.
+    let mut expected = state.cursor.clone();
+    // A cursor only means something to the server that issued it.
+    let same_source = state.source_url.as_deref() == Some(source);
+    let mut request = if options.full || !same_source {
+        None
+    } else {
+        state.cursor.clone()
+    };
+    let mut report = PullReport::default();
+    let page_size = options.page_size.clamp(1, 1000);
+    loop {
+        let new_snapshot = request.is_none();
+        let page = match client.changes(request.as_deref(), page_size) {
+            Ok(page) => page,
+            Err(ApiError::CursorExpired) if request.is_some() => {
+                report.cursor_expired += 1;
+                if report.cursor_expired > MAX_RESNAPSHOTS {
+                    return Err(PullError::KeepsExpiring(report.cursor_expired));
+                }
+                // Rows the new snapshot does not deliver are swept at its
+                // end; until then the mirror keeps serving the old ones.
+                request = None;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if page.has_more && request.as_deref() == Some(page.next_cursor.as_str()) {
+            return Err(PullError::Stuck);
+        }
+        let applied = store.apply_page(
+            PageBase {
+                expected_cursor: expected.as_deref(),
+                new_snapshot,
+                source_url: source,
+            },
+            &page,
+        )?;
+        report.pages += 1;
+        report.upserts += applied.upserts;
+        report.deletes += applied.deletes;
+        report.swept += applied.swept;
+        report.skipped += applied.skipped;
+        report.snapshot |= new_snapshot || applied.snapshot_completed;
+        on_page(&PullProgress {
+            pages: report.pages,
+            changes: report.upserts + report.deletes + report.skipped,
+            phase: page.phase,
+        });
+        expected = Some(page.next_cursor.clone());
+        request = Some(page.next_cursor);
+        if !page.has_more {
+            break;
+        }
+    }
+    report.cursor = expected;
+    Ok(report)
+}
