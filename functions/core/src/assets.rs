@@ -214,8 +214,9 @@ pub fn data(ctx: &Ctx) -> Handled {
         "SELECT substring(asset_data FROM $2 FOR $3) FROM fragment_assets WHERE id = $1",
         &[
             ParameterValue::Int32(id),
-            ParameterValue::Int64(first as i64 + 1),
-            ParameterValue::Int64(length as i64),
+            // substring() takes int4: assets are far below 2 GiB.
+            ParameterValue::Int32(first as i32 + 1),
+            ParameterValue::Int32(length as i32),
         ],
     )?;
     let body = bytes

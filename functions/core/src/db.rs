@@ -78,11 +78,17 @@ pub fn extra(err: &PgError, name: &str) -> Option<String> {
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.clone()),
+        // Spin 4.0 hands over the structured error's debug form: its
+        // `extras: [("constraint", "..."), ...]` list, or the driver's own
+        // `constraint: Some("...")` when the host had no structured error.
         PgError::QueryFailed(QueryError::Text(text)) => {
-            let marker = format!("{name}: Some(\"");
-            let start = text.find(&marker)? + marker.len();
-            let len = text[start..].find('"')?;
-            Some(text[start..start + len].to_owned())
+            [format!("(\"{name}\", \""), format!("{name}: Some(\"")]
+                .iter()
+                .find_map(|marker| {
+                    let start = text.find(marker.as_str())? + marker.len();
+                    let len = text[start..].find('"')?;
+                    Some(text[start..start + len].to_owned())
+                })
         }
         _ => None,
     }
@@ -237,6 +243,21 @@ mod tests {
         ));
         assert_eq!(sqlstate(&text).as_deref(), Some("23505"));
         assert_eq!(classify(&text), DbFailure::Sql("23505".into()));
+    }
+
+    #[test]
+    fn reads_the_constraint_from_spin_4_text_errors() {
+        let text = PgError::QueryFailed(QueryError::Text(
+            r#"Error::QueryFailed(QueryError::DbError(DbError { as-text: "..", code: "23503", extras: [("constraint", "content_fragments_learning_content_id_fkey"), ("table", "content_fragments")] }))"#.into(),
+        ));
+        assert_eq!(
+            constraint_field(&text).as_deref(),
+            Some("learning_content_id")
+        );
+        let driver = PgError::QueryFailed(QueryError::Text(
+            r#"Error { kind: Db, cause: Some(DbError { code: "23514", table: Some("rankings"), constraint: Some("rankings_rank_score_check") }) }"#.into(),
+        ));
+        assert_eq!(constraint_field(&driver).as_deref(), Some("rank_score"));
     }
 
     #[test]

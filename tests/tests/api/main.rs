@@ -1,0 +1,197 @@
+//! The content API over real HTTP: the built components served from
+//! spin.toml by the host, against a real PostgreSQL. One test binary, so the
+//! components are built and compiled once.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod assets;
+mod auth;
+mod content;
+mod feed;
+mod import;
+mod openapi;
+mod rankings;
+
+use bytes::Bytes;
+use serde_json::Value;
+use support::{Reply, Server, project_manifest, sources};
+
+/// The asset size limit the tests run with: small enough to test cheaply,
+/// large enough for a 2 MiB TTS file.
+pub const MAX_ASSET_BYTES: usize = 3 * 1024 * 1024;
+
+const SECRET: &str = "test-jwt-secret-that-is-long-enough-for-hs256";
+
+/// A served app over a fresh migrated database.
+pub struct App {
+    pub server: Server,
+    pub db_url: String,
+    /// Set when the app has a PostgreSQL cluster of its own.
+    _cluster: Option<throwaway_pg::Cluster>,
+}
+
+impl App {
+    /// An app over a fresh database in the cluster all tests share.
+    pub async fn start() -> App {
+        let db_url = integration_tests::db::fresh_database().await;
+        let port = integration_tests::db::cluster().port();
+        Self::serve(db_url, port, None).await
+    }
+
+    /// An app over a cluster of its own, for tests that watch transaction
+    /// ids: other tests' transactions would hold its feed back.
+    pub async fn start_isolated() -> App {
+        let (cluster, db_url) = integration_tests::db::private_cluster().await;
+        let port = cluster.port();
+        Self::serve(db_url, port, Some(cluster)).await
+    }
+
+    async fn serve(db_url: String, port: u16, cluster: Option<throwaway_pg::Cluster>) -> App {
+        let db_host = format!("127.0.0.1:{port}");
+        let max = MAX_ASSET_BYTES.to_string();
+        let server = Server::start(
+            &project_manifest(),
+            &sources(&[
+                ("db_url", &db_url),
+                ("db_host", &db_host),
+                ("jwt_secret", SECRET),
+                ("max_asset_bytes", &max),
+            ]),
+        )
+        .await
+        .expect("serving spin.toml");
+        App {
+            server,
+            db_url,
+            _cluster: cluster,
+        }
+    }
+
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        integration_tests::db::connect(&self.db_url).await
+    }
+
+    /// A request as `role` (None: no Authorization header).
+    pub async fn call(
+        &self,
+        role: Option<&str>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Reply {
+        let auth = role.map(|r| format!("Bearer {}", token(r)));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(auth) = &auth {
+            all.push(("authorization", auth));
+        }
+        self.server
+            .send(method.parse().unwrap(), path, &all, body)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Some("anon"), "GET", path, &[], Bytes::new())
+            .await
+    }
+
+    pub async fn write(&self, method: &str, path: &str, body: &Value) -> Reply {
+        self.call(
+            Some("authenticated"),
+            method,
+            path,
+            &[("content-type", "application/json")],
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
+    /// Creates a row and returns it, failing the test on anything but 201.
+    pub async fn create(&self, collection: &str, body: Value) -> Value {
+        let reply = self.write("POST", collection, &body).await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        reply.json()
+    }
+
+    /// A content with `fragments` fragments; returns (content id, fragment ids).
+    pub async fn content_with_fragments(&self, fragments: usize) -> (i64, Vec<i64>) {
+        let content = self
+            .create(
+                "/api/content",
+                serde_json::json!({
+                    "title": "ตลาดน้ำ", "content_type": "dialogue", "native_text": "ไปตลาดน้ำกัน",
+                    "translation": "Let's go to the floating market", "ipa": "paj ta.làːt náːm kan"
+                }),
+            )
+            .await;
+        let id = content["id"].as_i64().unwrap();
+        let mut ids = Vec::new();
+        for n in 0..fragments {
+            let fragment = self
+                .create(
+                    "/api/fragments",
+                    serde_json::json!({
+                        "learning_content_id": id, "native_text": format!("คำ{n}"),
+                        "body_text": format!("word {n}"), "fragment_type": "word"
+                    }),
+                )
+                .await;
+            ids.push(fragment["id"].as_i64().unwrap());
+        }
+        (id, ids)
+    }
+}
+
+/// A valid HS256 token for `role`, an hour long.
+pub fn token(role: &str) -> String {
+    signed(
+        jsonwebtoken::Algorithm::HS256,
+        SECRET,
+        serde_json::json!({"role": role, "exp": now() + 3600}),
+    )
+}
+
+pub fn signed(alg: jsonwebtoken::Algorithm, secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Asserts a problem+json reply with `status`, returning its body.
+pub fn problem(reply: &Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        reply.text()
+    );
+    let body = reply.json();
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string());
+    body
+}
+
+/// The fields a problem names.
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
