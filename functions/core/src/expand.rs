@@ -66,10 +66,12 @@ fn tree(ctx: &Ctx, id: i32) -> Result<Value, Problem> {
         ),
         &[ParameterValue::Int32(id)],
     )?;
-    let mean = value::column(&assets, "mean");
-    let count = value::column(&assets, "count");
     let mut by_fragment: Vec<(i64, Value)> = Vec::with_capacity(assets.rows.len());
     for index in 0..assets.rows.len() {
+        // Hosts describe the columns from the first row: look them up only
+        // when there is one.
+        let mean = value::column(&assets, "mean");
+        let count = value::column(&assets, "count");
         let (mut asset, _) = ASSETS.row_json(&assets, index)?;
         let row = &assets.rows[index];
         asset["ranking"] = serde_json::json!({

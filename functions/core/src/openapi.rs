@@ -251,6 +251,48 @@ fn operation(component: &str, route: &Route) -> Value {
                 problem_response("The fragment has no asset of that type."),
             );
         }
+        Op::Mine => {
+            for param in ["content_id", "fragment_id", "asset_id"] {
+                parameters.push(json!({"name": param, "in": "query", "schema": {"type": "integer", "minimum": 1},
+                    "description": "Give exactly one: the scope whose assets' rankings are listed."}));
+            }
+            responses.insert("200".into(), json_response(
+                "The caller's own rankings, oldest first, and the name they are stored under (the token's email claim, else its sub).",
+                json!({"type": "object", "required": ["assessed_by", "items"], "properties": {
+                    "assessed_by": {"type": "string"}, "items": {"type": "array", "items": row}}}),
+            ));
+            responses.insert(
+                "400".into(),
+                problem_response("None or several of the scopes given."),
+            );
+        }
+        Op::PutMine => {
+            parameters.push(json!({"name": "asset_id", "in": "query", "required": true, "schema": {"type": "integer", "minimum": 1}}));
+            op.insert("requestBody".into(), json!({"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["rank_score"], "additionalProperties": false,
+                "properties": {
+                    "rank_score": {"type": ["string", "number"], "description": "0.00 to 5.00, at most two decimals."},
+                    "assessment_notes": {"type": ["string", "null"]}
+                }}}}}));
+            op.insert("description".into(), "The caller's rating of the asset: the first creates a ranking under the token's user (email claim, else sub); later ones update it, so each assessor has one rating per asset. Concurrent saves are serialised.".into());
+            responses.insert(
+                "200".into(),
+                json_response("The caller's ranking, updated.", row.clone()),
+            );
+            responses.insert(
+                "201".into(),
+                json_response(
+                    "The caller's first ranking of the asset; Location names it.",
+                    row.clone(),
+                ),
+            );
+            responses.insert("404".into(), problem_response("No such asset."));
+            responses.insert("415".into(), problem_response("Not application/json."));
+            responses.insert(
+                "422".into(),
+                problem_response("A member is invalid or not accepted; errors name it."),
+            );
+        }
         Op::Changes => {
             parameters.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}));
             parameters.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": feed::MAX_LIMIT, "default": feed::DEFAULT_LIMIT}}));

@@ -40,6 +40,10 @@ pub enum Op {
     Data,
     Summary,
     Best,
+    /// The caller's own rankings (`GET /api/rankings/mine`).
+    Mine,
+    /// The caller's rating of an asset, created or updated (`PUT /api/rankings/mine`).
+    PutMine,
     Changes,
     ImportRows,
     ImportAsset,

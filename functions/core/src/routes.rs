@@ -40,7 +40,7 @@ pub fn assets() -> Vec<Route> {
 }
 
 pub fn rankings() -> Vec<Route> {
-    // Before the generic routes: `/api/rankings/summary` is not a row id.
+    // Before the generic routes: `/api/rankings/summary` (or `mine`) is not a row id.
     let mut routes = vec![
         Route::new(
             Op::Summary,
@@ -56,6 +56,22 @@ pub fn rankings() -> Vec<Route> {
             "/api/rankings/best",
             Some(Role::Anon),
             rankings::best,
+        )
+        .on(&RANKINGS),
+        Route::new(
+            Op::Mine,
+            Method::Get,
+            "/api/rankings/mine",
+            Some(Role::Authenticated),
+            rankings::mine,
+        )
+        .on(&RANKINGS),
+        Route::new(
+            Op::PutMine,
+            Method::Put,
+            "/api/rankings/mine",
+            Some(Role::Authenticated),
+            rankings::put_mine,
         )
         .on(&RANKINGS),
     ];

@@ -56,7 +56,8 @@ pub fn json(cell: &DbValue, what: &str) -> Result<Value, Problem> {
     }
 }
 
-/// The index of a column by name.
+/// The index of a column by name. Only for a result with rows: hosts take
+/// the column list from the first row, so an empty result may have none.
 pub fn column(rows: &RowSet, name: &str) -> usize {
     rows.columns
         .iter()

@@ -160,3 +160,69 @@ async fn bad_tokens_get_401_and_weak_roles_403() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_protected_route_refuses_every_bad_credential() {
+    let app = App::start().await;
+    let exp = now() + 600;
+    let bad: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("malformed", Some("Bearer x.y.z".to_owned())),
+        ("expired", Some(format!("Bearer {}", signed(Algorithm::HS256, SECRET, json!({"role": "service_role", "exp": now() - 60}))))),
+        ("bad signature", Some(format!("Bearer {}", signed(Algorithm::HS256, "wrong-secret-wrong-secret-wrong", json!({"role": "service_role", "exp": exp}))))),
+        ("alg none", Some("Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIiwiZXhwIjo5OTk5OTk5OTk5fQ.".to_owned())),
+    ];
+    let mut tried = 0;
+    for (_, routes) in api_core::routes::all() {
+        for route in routes {
+            let Some(needed) = route.role else { continue };
+            let path = route.pattern.replace(":id", "1");
+            let method = api_core::router::method_name(&route.method);
+            for (case, header) in &bad {
+                let mut headers = vec![("content-type", "application/json")];
+                if let Some(h) = header {
+                    headers.push(("authorization", h.as_str()));
+                }
+                let reply = app
+                    .server
+                    .send(
+                        method.parse().unwrap(),
+                        &path,
+                        &headers,
+                        Bytes::from_static(b"{}"),
+                    )
+                    .await;
+                let body = problem(&reply, 401);
+                assert_eq!(
+                    body.as_object()
+                        .unwrap()
+                        .keys()
+                        .filter(|k| !["type", "title", "status", "detail"].contains(&k.as_str()))
+                        .count(),
+                    0,
+                    "{method} {path} {case}: no data in the body"
+                );
+                tried += 1;
+            }
+            // One role short of what the route needs.
+            let weaker = match needed {
+                api_core::Role::Anon => continue,
+                api_core::Role::Authenticated => "anon",
+                api_core::Role::ServiceRole => "authenticated",
+            };
+            let reply = app
+                .call(
+                    Some(weaker),
+                    method,
+                    &path,
+                    &[("content-type", "application/json")],
+                    Bytes::from_static(b"{}"),
+                )
+                .await;
+            problem(&reply, 403);
+            tried += 1;
+        }
+    }
+    assert!(tried > 100, "{tried}");
+    println!("auth matrix: {tried} requests refused");
+}

@@ -7,10 +7,12 @@ mod support;
 
 mod assets;
 mod auth;
+mod bad_input;
 mod content;
 mod feed;
 mod import;
 mod openapi;
+mod outage;
 mod rankings;
 
 use bytes::Bytes;
@@ -28,7 +30,7 @@ pub struct App {
     pub server: Server,
     pub db_url: String,
     /// Set when the app has a PostgreSQL cluster of its own.
-    _cluster: Option<throwaway_pg::Cluster>,
+    cluster: Option<throwaway_pg::Cluster>,
 }
 
 impl App {
@@ -64,8 +66,13 @@ impl App {
         App {
             server,
             db_url,
-            _cluster: cluster,
+            cluster,
         }
+    }
+
+    /// The app's own cluster (see [`App::start_isolated`]), to stop and restart.
+    pub fn cluster_mut(&mut self) -> &mut Option<throwaway_pg::Cluster> {
+        &mut self.cluster
     }
 
     pub async fn sql(&self) -> tokio_postgres::Client {
