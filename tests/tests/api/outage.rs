@@ -20,7 +20,7 @@ async fn requests_get_503_while_the_database_is_down_and_recover_after() {
 
     let mut send = async |app: &App, n: usize| {
         let started = Instant::now();
-        let reply = if n % 3 == 0 {
+        let reply = if n.is_multiple_of(3) {
             app.write("POST", "/api/content", &json!({"title": format!("r{n}"), "content_type": "p", "native_text": "x", "translation": "y", "ipa": "z"}))
                 .await
         } else if n % 3 == 1 {
