@@ -385,6 +385,30 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// Environment variable naming a fault to inject, `<point>:<n>`: the
+/// process aborts (as abruptly as a SIGKILL: no destructor, no rollback) the
+/// n-th time it reaches `<point>`. The crash tests use it to stop the agent
+/// at the one moment that matters, with a page written but not committed,
+/// which a kill from outside only hits by luck.
+pub const FAILPOINT_ENV: &str = "LOCAL_AGENT_FAILPOINT";
+
+fn failpoint(point: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let spec = std::env::var(FAILPOINT_ENV).ok()?;
+        let (name, n) = spec.split_once(':')?;
+        Some((name.to_owned(), n.parse().ok()?))
+    });
+    if let Some((name, n)) = armed
+        && name == point
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        std::process::abort();
+    }
+}
+
 /// Makes sqlite-vec part of every connection this process opens.
 #[allow(unsafe_code)] // FFI registration of the statically linked extension
 fn register_sqlite_vec() {
@@ -573,6 +597,7 @@ impl Store {
                 !page.has_more,
             ],
         )?;
+        failpoint("apply-page");
         tx.commit()?;
         Ok(applied)
     }

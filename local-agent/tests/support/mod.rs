@@ -1,0 +1,554 @@
+//! The real stack for the agent's end-to-end tests: one throwaway
+//! PostgreSQL cluster per test binary with a migrated template, a fresh
+//! database per test, the project's Spin components (spin.toml) served by
+//! the Wasmtime host on a loopback port, and the `local-agent` binary run as
+//! a separate process, the way a user runs it.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use spin_host::manifest::Manifest;
+use spin_host::runtime::Runtime;
+use spin_host::variables::Sources;
+use throwaway_pg::Cluster;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One multi-threaded runtime per test binary: it drives the HTTP server
+/// and the PostgreSQL connections while the tests themselves stay
+/// synchronous (the agent is a blocking program).
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    &RT
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: LazyLock<Cluster> =
+        LazyLock::new(|| Cluster::start().expect("starting the throwaway PostgreSQL cluster"));
+    &CLUSTER
+}
+
+/// A migrated database of its own; returns its URL.
+pub fn fresh_database() -> String {
+    static TEMPLATE: OnceLock<()> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let cluster = cluster();
+    TEMPLATE.get_or_init(|| {
+        rt().block_on(async {
+            cluster
+                .create_database("agent_template", None)
+                .await
+                .expect("creating the template");
+            let migrations = schema_migrate::Migrations::from_dir(repo_root().join("migrations"))
+                .expect("migrations/");
+            let mut client = schema_migrate::connect(&cluster.url("agent_template"))
+                .await
+                .expect("connecting to the template");
+            schema_migrate::apply(&mut client, &migrations)
+                .await
+                .expect("migrating the template");
+        })
+    });
+    let name = format!("agent_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    rt().block_on(cluster.create_database(&name, Some("agent_template")))
+        .expect("cloning the template");
+    cluster.url(&name)
+}
+
+/// The component packages spin.toml builds (`cargo build … -p <package>`).
+fn component_packages() -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("spin.toml")).expect("spin.toml");
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("command") && l.contains("cargo build"))
+        .filter_map(|l| l.split(" -p ").nth(1))
+        .map(|rest| rest.split(['"', ' ']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Builds the components once per test binary (a no-op check when they
+/// are built already) and returns the directory of the `.wasm` files.
+fn wasm_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.current_dir(repo_root()).args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "--quiet",
+        ]);
+        for package in component_packages() {
+            command.args(["-p", &package]);
+        }
+        let status = command
+            .status()
+            .expect("running cargo to build the components");
+        assert!(status.success(), "building the components failed");
+        target_dir().join("wasm32-wasip2/release")
+    })
+}
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new().expect("creating the Wasm runtime"))
+}
+
+/// The API served over one fresh database.
+pub struct Stack {
+    pub api_url: String,
+    pub db_url: String,
+    secret: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub pg: tokio_postgres::Client,
+}
+
+impl Stack {
+    pub fn start() -> Stack {
+        let db_url = fresh_database();
+        let secret = format!("test-secret-{}", std::process::id());
+        let mut manifest = Manifest::from_file(&repo_root().join("spin.toml")).expect("spin.toml");
+        for c in manifest.components.values_mut() {
+            let file = c.source.file_name().expect("a file name").to_owned();
+            c.source = wasm_dir().join(file);
+        }
+        let port = cluster().port();
+        let explicit: HashMap<String, String> = [
+            ("db_url", db_url.clone()),
+            ("db_host", format!("127.0.0.1:{port}")),
+            ("jwt_secret", secret.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let sources = Sources {
+            explicit,
+            env: Some(Box::new(|_| None)),
+        };
+        let app = runtime()
+            .load(&manifest, &sources)
+            .expect("loading spin.toml");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = rt().block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binding a loopback port");
+            let addr = listener.local_addr().expect("local address");
+            tokio::spawn(spin_host::trigger::serve(listener, Arc::new(app), async {
+                let _ = stopped.await;
+            }));
+            addr
+        });
+        let pg = rt().block_on(async {
+            let (client, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+                .await
+                .expect("connecting to the test database");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        });
+        Stack {
+            api_url: format!("http://{addr}"),
+            db_url,
+            secret,
+            stop: Some(stop),
+            pg,
+        }
+    }
+
+    /// A valid token for `role` (anon, authenticated, service_role).
+    pub fn token(&self, role: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"role": role, "exp": now + 3600}),
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )
+        .expect("signing a token")
+    }
+
+    /// Runs SQL on the server's database directly.
+    pub fn sql(&self, sql: &str) {
+        rt().block_on(self.pg.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        rt().block_on(self.pg.query_one(sql, &[]))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// A JSON request to the API as an authenticated user; returns the
+    /// status and the parsed body.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.api_url);
+        let auth = format!("Bearer {}", self.token("authenticated"));
+        let result = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(&b),
+            ("PATCH", Some(b)) => agent
+                .patch(&url)
+                .header("Authorization", &auth)
+                .send_json(&b),
+            other => panic!("unsupported call {other:?}"),
+        };
+        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a row through the API; returns its id.
+    pub fn create(&self, path: &str, body: Value) -> i64 {
+        let (status, row) = self.call("POST", path, Some(body.clone()));
+        assert_eq!(status, 201, "POST {path} {body}: {row}");
+        row["id"].as_i64().expect("an id")
+    }
+
+    /// Uploads asset bytes through the API; returns the asset's id.
+    pub fn upload(&self, fragment_id: i64, bytes: &[u8]) -> i64 {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .post(format!(
+                "{}/api/assets?fragment_id={fragment_id}&asset_type=audio&created_by=tts",
+                self.api_url
+            ))
+            .header(
+                "Authorization",
+                format!("Bearer {}", self.token("authenticated")),
+            )
+            .header("Content-Type", "audio/mpeg")
+            .send(bytes)
+            .expect("uploading an asset");
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(status, 201, "upload: {text}");
+        serde_json::from_str::<Value>(&text).unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A store file and config path of the test's own, and the binary.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub api_url: String,
+    pub token: String,
+}
+
+impl Agent {
+    pub fn new(stack: &Stack) -> Agent {
+        Agent {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            api_url: stack.api_url.clone(),
+            token: stack.token("anon"),
+        }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("agent.db")
+    }
+
+    /// The command with the test's store, no config file and none of the
+    /// caller's THAI_AGENT_* variables.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = agent_command();
+        command
+            .arg("--db")
+            .arg(self.db())
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .args(["--api-url", &self.api_url, "--token", &self.token])
+            .args(args);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running local-agent")
+    }
+
+    /// Runs with `--json`, asserts success and returns the parsed output.
+    pub fn run_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "local-agent {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "local-agent {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    pub fn mirror(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.db()).expect("opening the agent's store")
+    }
+}
+
+/// The binary, with the environment cleaned of THAI_AGENT_* settings.
+pub fn agent_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_local-agent"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("THAI_AGENT_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Int,
+    Text,
+    Json,
+    Time,
+}
+
+/// Each mirrored table's columns: (mirror name, server expression, kind).
+fn columns(table: &str) -> Vec<(&'static str, &'static str, Kind)> {
+    use Kind::*;
+    let c = |name: &'static str, kind| (name, name, kind);
+    match table {
+        "learning_content" => vec![
+            c("id", Int),
+            c("title", Text),
+            c("content_type", Text),
+            c("language", Text),
+            c("native_text", Text),
+            c("translation", Text),
+            c("ipa", Text),
+            c("difficulty_level", Int),
+            c("tags", Json),
+            c("content_metadata", Json),
+            c("created_at", Time),
+            c("updated_at", Time),
+        ],
+        "content_fragments" => vec![
+            c("id", Int),
+            c("learning_content_id", Int),
+            c("native_text", Text),
+            c("body_text", Text),
+            c("ipa", Text),
+            c("extra", Text),
+            c("fragment_type", Text),
+            c("fragment_metadata", Json),
+            c("created_at", Time),
+            c("updated_at", Time),
+        ],
+        "fragment_assets" => vec![
+            c("id", Int),
+            c("fragment_id", Int),
+            c("asset_type", Text),
+            c("asset_metadata", Json),
+            c("content_type", Text),
+            ("size", "asset_size", Int),
+            ("sha256", "asset_sha256", Text),
+            c("created_at", Time),
+            c("created_by", Text),
+        ],
+        "rankings" => vec![
+            c("id", Int),
+            c("fragment_id", Int),
+            c("asset_id", Int),
+            c("rank_score", Text),
+            c("assessed_by", Text),
+            c("assessment_notes", Text),
+            c("created_at", Time),
+            c("updated_at", Time),
+        ],
+        other => panic!("unknown table {other}"),
+    }
+}
+
+pub const TABLES: [&str; 4] = [
+    "learning_content",
+    "content_fragments",
+    "fragment_assets",
+    "rankings",
+];
+
+type Rows = BTreeMap<i64, Vec<Value>>;
+
+fn server_rows(stack: &Stack, table: &str) -> Rows {
+    let cols = columns(table);
+    let select: Vec<String> = cols
+        .iter()
+        .map(|(_, expr, kind)| match kind {
+            Kind::Int => format!("{expr}::bigint"),
+            Kind::Text | Kind::Json => format!("{expr}::text"),
+            Kind::Time => format!("(extract(epoch from {expr}) * 1000000)::bigint"),
+        })
+        .collect();
+    let sql = format!("SELECT {} FROM {table}", select.join(", "));
+    let rows = rt()
+        .block_on(stack.pg.query(&sql, &[]))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|row| {
+            let values: Vec<Value> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (_, _, kind))| match kind {
+                    Kind::Int | Kind::Time => row
+                        .get::<_, Option<i64>>(i)
+                        .map_or(Value::Null, Value::from),
+                    Kind::Text => row
+                        .get::<_, Option<String>>(i)
+                        .map_or(Value::Null, Value::from),
+                    Kind::Json => row.get::<_, Option<String>>(i).map_or(Value::Null, |t| {
+                        serde_json::from_str(&t).expect("server JSON")
+                    }),
+                })
+                .collect();
+            (values[0].as_i64().unwrap(), values)
+        })
+        .collect()
+}
+
+fn mirror_rows(conn: &rusqlite::Connection, table: &str) -> Rows {
+    let cols = columns(table);
+    let names: Vec<&str> = cols.iter().map(|(n, _, _)| *n).collect();
+    let sql = format!("SELECT {} FROM {table}", names.join(", "));
+    let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    stmt.query_map([], |row| {
+        let mut values = Vec::new();
+        for (i, (_, _, kind)) in cols.iter().enumerate() {
+            values.push(match kind {
+                Kind::Int => row
+                    .get::<_, Option<i64>>(i)?
+                    .map_or(Value::Null, Value::from),
+                Kind::Text => row
+                    .get::<_, Option<String>>(i)?
+                    .map_or(Value::Null, Value::from),
+                Kind::Json => row.get::<_, Option<String>>(i)?.map_or(Value::Null, |t| {
+                    serde_json::from_str(&t).expect("mirror JSON")
+                }),
+                Kind::Time => row.get::<_, Option<String>>(i)?.map_or(Value::Null, |t| {
+                    let instant = chrono::DateTime::parse_from_rfc3339(&t)
+                        .unwrap_or_else(|e| panic!("mirror timestamp {t:?}: {e}"));
+                    Value::from(instant.timestamp_micros())
+                }),
+            });
+        }
+        Ok((values[0].as_i64().unwrap(), values))
+    })
+    .unwrap()
+    .collect::<rusqlite::Result<Rows>>()
+    .unwrap()
+}
+
+/// Asserts that the agent's mirror holds exactly the server's rows, table
+/// by table and field by field (JSON compared as JSON, times as instants,
+/// scores as their exact text).
+pub fn assert_mirror_equals_server(stack: &Stack, agent: &Agent) {
+    let conn = agent.mirror();
+    for table in TABLES {
+        let server = server_rows(stack, table);
+        let mirror = mirror_rows(&conn, table);
+        let missing: Vec<_> = server.keys().filter(|k| !mirror.contains_key(k)).collect();
+        let extra: Vec<_> = mirror.keys().filter(|k| !server.contains_key(k)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{table}: missing from the mirror {missing:?}, not on the server {extra:?}"
+        );
+        for (id, row) in &server {
+            assert_eq!(
+                &mirror[id], row,
+                "{table} row {id} differs (mirror, server)"
+            );
+        }
+    }
+}
+
+pub fn mirror_total(agent: &Agent) -> i64 {
+    let conn = agent.mirror();
+    TABLES
+        .iter()
+        .map(|t| {
+            conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// `contents` contents with three fragments each, an audio asset on every
+/// other fragment and a ranking per asset, written straight into the
+/// database (the change log records them like any other write).
+pub fn seed(stack: &Stack, contents: i64) {
+    stack.sql(&format!(
+        "INSERT INTO learning_content (title, content_type, language, native_text, translation, ipa,
+                                       difficulty_level, tags, content_metadata)
+         SELECT 'บทที่ ' || g, CASE WHEN g % 3 = 0 THEN 'story' ELSE 'phrase' END, 'thai',
+                'สวัสดีครับ ' || g || ' ขอบคุณมาก', 'hello ' || g, 'sà.wàt.diː kʰráp',
+                NULLIF(g % 5, 0), jsonb_build_array('tag' || (g % 7)),
+                jsonb_build_object('n', g, 'score', 1.50, 'note', 'ไม่เป็นไร')
+         FROM generate_series(1, {contents}) g;
+         INSERT INTO content_fragments (learning_content_id, native_text, body_text, ipa, extra,
+                                        fragment_type, fragment_metadata)
+         SELECT c.id, 'ประโยค ' || c.id || '-' || k, 'sentence ' || k, NULL,
+                CASE WHEN k = 2 THEN 'note' END, 'sentence', NULL
+         FROM learning_content c, generate_series(1, 3) k;
+         INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, asset_metadata,
+                                      content_type, created_by)
+         SELECT f.id, 'audio', convert_to('audio bytes of ' || f.id, 'UTF8'),
+                jsonb_build_object('voice', 'th-TH'), 'audio/mpeg', 'tts'
+         FROM content_fragments f WHERE f.id % 2 = 0;
+         INSERT INTO rankings (fragment_id, asset_id, rank_score, assessed_by, assessment_notes)
+         SELECT a.fragment_id, a.id, ((a.id % 501) / 100.0)::numeric(3, 2), 'nok',
+                CASE WHEN a.id % 3 = 0 THEN 'clear' END
+         FROM fragment_assets a;"
+    ));
+}
