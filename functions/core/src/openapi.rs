@@ -145,10 +145,16 @@ fn operation(component: &str, route: &Route) -> Value {
             parameters.push(
                 json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}),
             );
-            responses.insert(
-                "200".into(),
-                json_response("The row, with its ETag.", row.clone()),
-            );
+            // Expanded, the content also carries `fragments` (each with
+            // `assets`, each with `ranking`): the plain row schema with those.
+            let body = if route.op == Op::GetExpandable {
+                json!({"anyOf": [row.clone(), {"type": "object", "required": ["id", "fragments"],
+                    "properties": {"fragments": {"type": "array", "items": {"type": "object",
+                        "required": ["id", "assets"], "properties": {"assets": {"type": "array"}}}}}}]})
+            } else {
+                row.clone()
+            };
+            responses.insert("200".into(), json_response("The row, with its ETag.", body));
             responses.insert("304".into(), json!({"description": "Not modified."}));
             responses.insert("404".into(), problem_response("No such row."));
         }
@@ -356,6 +362,26 @@ fn operation(component: &str, route: &Route) -> Value {
                 problem_response("The database does not answer."),
             );
         }
+    }
+    // Statuses every operation of a kind can answer, whatever its own ones.
+    let mut common = vec![("400", "An unknown, repeated or malformed query parameter.")];
+    if route.pattern.contains(":id") {
+        common.push(("404", "No row has this id (ids are positive integers)."));
+    }
+    if op.contains_key("requestBody") {
+        common.extend([
+            ("413", "The body is larger than this operation takes."),
+            ("415", "The body's Content-Type is not one this operation takes."),
+            ("422", "A field is invalid or refers to a missing row; errors name it."),
+        ]);
+    }
+    if route.method == spin_sdk::http::Method::Delete {
+        common.push(("412", "If-Match does not match the current ETag."));
+    }
+    for (status, description) in common {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| problem_response(description));
     }
     if route.role.is_some() {
         op.insert("security".into(), json!([{"bearer": []}]));

@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod content;
 mod feed;
+mod fuzz;
 mod import;
 mod openapi;
 mod outage;
