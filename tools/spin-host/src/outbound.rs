@@ -248,6 +248,57 @@ impl AllowedHosts {
     }
 }
 
+/// Outbound HTTP from a component (`wasi:http/outgoing-handler`), allowed
+/// only to `allowed_outbound_hosts`, as Spin allows it. The project's
+/// components make no such requests; this keeps a component that tries from
+/// reaching anything Spin would refuse.
+pub struct OutboundHttp {
+    allowed: std::sync::Arc<AllowedHosts>,
+}
+
+impl OutboundHttp {
+    pub fn new(allowed: std::sync::Arc<AllowedHosts>) -> Self {
+        Self { allowed }
+    }
+}
+
+type IoFuture = Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: IoFuture,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    IoFuture,
+                )>,
+            > + Send,
+    > {
+        let uri = request.uri();
+        let permitted = uri.host().is_some_and(|host| {
+            self.allowed
+                .allows_url(uri.scheme_str().unwrap_or("https"), host, uri.port_u16())
+        });
+        if !permitted {
+            tracing::warn!("outbound HTTP request to {uri} is not permitted");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as IoFuture,
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +385,15 @@ mod tests {
             );
         }
         assert!(AllowedHosts::parse(&["insecure:allow-all"]).is_err());
+    }
+
+    #[test]
+    fn http_urls_are_checked_with_their_default_ports() {
+        let h = hosts(&["https://api.example.com", "http://localhost:8080"]);
+        assert!(h.allows_url("https", "api.example.com", None));
+        assert!(h.allows_url("https", "api.example.com", Some(443)));
+        assert!(!h.allows_url("http", "api.example.com", None));
+        assert!(h.allows_url("http", "localhost", Some(8080)));
+        assert!(!h.allows_url("http", "localhost", None));
     }
 }

@@ -25,7 +25,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::bindings;
 use crate::bindings::spin::postgres::postgres as pg;
 use crate::manifest::{self, Manifest, StaticResponse};
-use crate::outbound::{AllowedHostError, AllowedHosts};
+use crate::outbound::{AllowedHostError, AllowedHosts, OutboundHttp};
 use crate::postgres::{Pools, PostgresState};
 use crate::routing::{RouteError, Router};
 use crate::variables::{Resolved, Sources, VariablesError};
@@ -64,6 +64,7 @@ pub struct HostState {
     http: WasiHttpCtx,
     table: ResourceTable,
     postgres: PostgresState,
+    outbound_http: OutboundHttp,
     component: Arc<str>,
     variables: Arc<Resolved>,
 }
@@ -82,7 +83,7 @@ impl WasiHttpView for HostState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outbound_http,
         }
     }
 }
@@ -346,6 +347,7 @@ impl ComponentRuntime {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             postgres: PostgresState::new(self.pools.clone(), self.allowed.clone()),
+            outbound_http: OutboundHttp::new(self.allowed.clone()),
             component: self.id.clone(),
             variables: self.variables.clone(),
         };
