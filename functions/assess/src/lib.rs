@@ -102,7 +102,11 @@ fn handle(req: &Request) -> Response {
         .header("content-type", file.content_type)
         .header("content-length", file.bytes.len().to_string());
     // HEAD: the headers of the GET, no body.
-    let body = if head { Vec::new() } else { file.bytes.to_vec() };
+    let body = if head {
+        Vec::new()
+    } else {
+        file.bytes.to_vec()
+    };
     builder.body(body).build()
 }
 
@@ -155,7 +159,13 @@ mod tests {
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
         assert!(CONTENT_SECURITY_POLICY.starts_with("default-src 'none'"));
         let html = String::from_utf8_lossy(lookup("/assess").unwrap().bytes);
-        assert!(!html.contains("<script>"), "inline scripts would be blocked");
-        assert!(!html.contains(" style=\""), "inline styles would be blocked");
+        assert!(
+            !html.contains("<script>"),
+            "inline scripts would be blocked"
+        );
+        assert!(
+            !html.contains(" style=\""),
+            "inline styles would be blocked"
+        );
     }
 }

@@ -102,12 +102,22 @@ export async function listAll(path, max = 2000) {
   return items;
 }
 
-/// The bytes of an asset as a Blob URL. An <audio src> cannot send the
-/// Authorization header, and a token in the URL would end up in logs and
-/// history; so the page fetches the bytes with the header and plays them
-/// from memory. Seeking works on a Blob; TTS clips are small.
-export async function assetUrl(id) {
-  const response = await request("GET", `/api/assets/${id}/data`, { raw: true });
+/// The bytes of an asset as a Blob URL, with their SHA-256. An <audio src>
+/// cannot send the Authorization header, and a token in the URL would end
+/// up in logs and history; so the page fetches the bytes with the header
+/// and plays them from memory. Seeking works on a Blob; TTS clips are small.
+/// The digest is checked against the asset's metadata, so an assessor never
+/// judges audio that was damaged on the way.
+export async function assetUrl(asset) {
+  const response = await request("GET", `/api/assets/${asset.id}/data`, { raw: true });
   const blob = await response.blob();
-  return URL.createObjectURL(blob);
+  let sha256 = null;
+  if (crypto.subtle) { // only in secure contexts (https, localhost)
+    const digest = await crypto.subtle.digest("SHA-256", await blob.arrayBuffer());
+    sha256 = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+    if (asset.sha256 && sha256 !== asset.sha256) {
+      throw new ApiError("The audio arrived damaged (its checksum does not match); reload to try again.");
+    }
+  }
+  return { url: URL.createObjectURL(blob), sha256 };
 }

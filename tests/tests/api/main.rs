@@ -5,6 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod assess_page;
+mod assessor;
 mod assets;
 mod auth;
 mod bad_input;

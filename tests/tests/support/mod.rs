@@ -15,7 +15,8 @@ use spin_host::runtime::{HostError, Runtime};
 use spin_host::variables::Sources;
 
 /// The component packages the tests run.
-pub const COMPONENTS: [&str; 8] = [
+pub const COMPONENTS: [&str; 9] = [
+    "api-assess",
     "api-health",
     "api-content",
     "api-fragments",
@@ -114,10 +115,20 @@ pub struct Server {
 
 impl Server {
     pub async fn start(manifest: &Manifest, sources: &Sources) -> Result<Self, HostError> {
-        let app = runtime().load(manifest, sources)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a loopback port");
+        Self::start_on(listener, manifest, sources).await
+    }
+
+    /// Serves on `listener`: a test that stops a server and starts another
+    /// on the same address (the browser keeps its URL) binds it itself.
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        manifest: &Manifest,
+        sources: &Sources,
+    ) -> Result<Self, HostError> {
+        let app = runtime().load(manifest, sources)?;
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(spin_host::trigger::serve(listener, Arc::new(app), async {
