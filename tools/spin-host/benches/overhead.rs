@@ -78,6 +78,7 @@ async fn measure_http(addr: std::net::SocketAddr, path: &str) -> Stats {
             .header("host", addr.to_string())
             .body(Empty::<Bytes>::new())
             .unwrap();
+        sender.ready().await.unwrap();
         let started = Instant::now();
         let res = sender.send_request(req).await.unwrap();
         let body = res.into_body().collect().await.unwrap().to_bytes();
