@@ -3,6 +3,8 @@
 //! a pull killed at any moment resumes from the last committed page and
 //! re-applying a page is harmless (upserts and deletes are idempotent).
 
+use std::time::Instant;
+
 use serde::Serialize;
 
 use crate::api::{ApiClient, ApiError};
@@ -46,7 +48,7 @@ impl Default for PullOptions {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PullReport {
     pub pages: usize,
     pub upserts: usize,
@@ -60,6 +62,10 @@ pub struct PullReport {
     /// Snapshots restarted because the server had pruned past the cursor.
     pub cursor_expired: u32,
     pub cursor: Option<String>,
+    /// Time spent waiting for the server (requests, retries included).
+    pub fetch_seconds: f64,
+    /// Time spent applying pages to the store.
+    pub apply_seconds: f64,
 }
 
 /// Progress after each applied page.
@@ -92,7 +98,10 @@ pub fn pull(
     let page_size = options.page_size.clamp(1, 1000);
     loop {
         let new_snapshot = request.is_none();
-        let page = match client.changes(request.as_deref(), page_size) {
+        let fetching = Instant::now();
+        let fetched = client.changes(request.as_deref(), page_size);
+        report.fetch_seconds += fetching.elapsed().as_secs_f64();
+        let page = match fetched {
             Ok(page) => page,
             Err(ApiError::CursorExpired) if request.is_some() => {
                 report.cursor_expired += 1;
@@ -109,6 +118,7 @@ pub fn pull(
         if page.has_more && request.as_deref() == Some(page.next_cursor.as_str()) {
             return Err(PullError::Stuck);
         }
+        let applying = Instant::now();
         let applied = store.apply_page(
             PageBase {
                 expected_cursor: expected.as_deref(),
@@ -117,6 +127,7 @@ pub fn pull(
             },
             &page,
         )?;
+        report.apply_seconds += applying.elapsed().as_secs_f64();
         report.pages += 1;
         report.upserts += applied.upserts;
         report.deletes += applied.deletes;

@@ -476,6 +476,11 @@ impl Store {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
         conn.pragma_update(None, "foreign_keys", true)?;
+        // A KNN query reads every vector of its model (150 MB at 100k):
+        // through the default 2 MB page cache that is a copy and a read
+        // call per page, through a memory map it is neither (search about twice as
+        // fast). Reads only; writes still go through the WAL.
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
         let mut store = Store { conn };
         store.migrate()?;
         Ok(store)
