@@ -56,10 +56,10 @@ pub struct Global {
     /// Bearer token (a Supabase JWT) for the API [env: THAI_AGENT_TOKEN]
     #[arg(long, global = true, value_name = "JWT")]
     pub token: Option<String>,
-    /// Print results as JSON (for scripts); no progress output
+    /// Print results as JSON (for scripts); no progress bars
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress output
+    /// No progress bars or notices on stderr, only errors
     #[arg(long, short, global = true)]
     pub quiet: bool,
     /// How many times an HTTP call is tried before giving up
@@ -157,7 +157,10 @@ impl KindArg {
 /// How results reach the user.
 struct Output {
     json: bool,
+    /// Progress bars: a terminal on stderr, and neither --json nor --quiet.
     progress: bool,
+    /// No notices on stderr either (errors still are).
+    quiet: bool,
 }
 
 impl Output {
@@ -206,6 +209,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let out = Output {
         json: cli.global.json,
         progress: !cli.global.json && !cli.global.quiet && std::io::stderr().is_terminal(),
+        quiet: cli.global.quiet,
     };
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(
@@ -377,7 +381,8 @@ fn run_pull(
     let mut store = open_store(settings)?;
     let spinner = out.spinner("pulling changes");
     let hook_bar = spinner.clone();
-    let quiet = out.json;
+    // Retry notices go to stderr even with --json: stdout stays data.
+    let quiet = out.quiet;
     let client =
         api_client(settings, backoff)?.with_retry_hook(Arc::new(move |n: &RetryNotice| {
             let text = format!(

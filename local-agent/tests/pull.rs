@@ -135,7 +135,7 @@ fn a_pull_killed_at_any_moment_converges_on_the_next_run() {
     }
     crash_mid_page(&agent, 2);
     for progress in [1, 100] {
-        if kill_after_change(&stack, &agent, progress) {
+        if kill_after_change(&agent, progress) {
             kills_mid_pull += 1;
         }
     }
@@ -202,7 +202,7 @@ fn kill_after(agent: &Agent, progress: i64) -> bool {
 
 /// Like [`kill_after`], for the log phase: progress is measured by the
 /// pages applied (the row count barely moves when rows are updated).
-fn kill_after_change(_stack: &Stack, agent: &Agent, pages: u32) -> bool {
+fn kill_after_change(agent: &Agent, pages: u32) -> bool {
     let last_pull = || -> Option<String> {
         agent
             .mirror()
@@ -273,6 +273,24 @@ fn a_log_pruned_past_the_cursor_triggers_a_resnapshot_that_ends_equal() {
 }
 
 #[test]
+fn pointed_at_another_server_the_mirror_follows_it() {
+    let first = Stack::start();
+    seed(&first, 10);
+    let second = Stack::start();
+    seed(&second, 4);
+    second.sql("UPDATE learning_content SET title = 'ที่สอง' WHERE id = 1;");
+    let mut agent = Agent::new(&first);
+    agent.run_json(&["pull"]);
+    assert_mirror_equals_server(&first, &agent);
+    // The first server's cursor means nothing to the second one.
+    agent.api_url = second.api_url.clone();
+    agent.token = second.token("anon");
+    let report = agent.run_json(&["pull"]);
+    assert_eq!(report["snapshot"], true, "{report}");
+    assert_mirror_equals_server(&second, &agent);
+}
+
+#[test]
 fn pulled_texts_are_embedded_and_found_again() {
     let stack = Stack::start();
     seed(&stack, 20);
@@ -304,4 +322,50 @@ fn pulled_texts_are_embedded_and_found_again() {
         .map(|v| v["count"].as_i64().unwrap())
         .sum();
     assert_eq!(vectors, 20 + 60);
+}
+
+#[test]
+fn a_database_outage_is_ridden_out_with_backoff() {
+    // While its database is down the API answers 503 with Retry-After; the
+    // agent waits as asked and finishes once the database is back, with
+    // nothing lost or doubled.
+    let mut stack = Stack::start_isolated();
+    seed(&stack, 5);
+    let agent = Agent::new(&stack);
+    agent.run_json(&["pull"]);
+    stack.sql("UPDATE learning_content SET title = 'ระหว่างหยุด' WHERE id = 2;");
+    stack.stop_database();
+    let child = agent
+        .command(&["--json", "pull", "--tries", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting local-agent");
+    std::thread::sleep(Duration::from_secs(4));
+    stack.restart_database();
+    let out = child.wait_with_output().expect("waiting for local-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("503") && stderr.contains("attempt 2 of 10"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["upserts"], 1, "{report}");
+    assert_mirror_equals_server(&stack, &agent);
+
+    // Down for longer than the agent waits: a clear failure, non-zero exit,
+    // and the next run (database back) completes.
+    stack.sql("UPDATE learning_content SET title = 'อีกที' WHERE id = 3;");
+    stack.stop_database();
+    let out = agent.run(&["pull", "--tries", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kept failing (503") && stderr.contains("run it again"),
+        "{stderr}"
+    );
+    stack.restart_database();
+    agent.run_json(&["pull"]);
+    assert_mirror_equals_server(&stack, &agent);
 }

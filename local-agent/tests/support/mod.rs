@@ -123,18 +123,56 @@ pub struct Stack {
     secret: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub pg: tokio_postgres::Client,
+    own_cluster: Option<Cluster>,
+}
+
+fn connect(db_url: &str) -> tokio_postgres::Client {
+    rt().block_on(async {
+        let (client, connection) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test database");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    })
 }
 
 impl Stack {
+    /// The API over a fresh database of the shared cluster.
     pub fn start() -> Stack {
-        let db_url = fresh_database();
+        Stack::serve(fresh_database(), cluster().port(), None)
+    }
+
+    /// The API over a cluster of its own, which the test may stop and
+    /// restart (a database outage).
+    pub fn start_isolated() -> Stack {
+        let cluster = Cluster::start().expect("starting a private PostgreSQL cluster");
+        rt().block_on(async {
+            cluster
+                .create_database("app", None)
+                .await
+                .expect("creating the database");
+            let migrations = schema_migrate::Migrations::from_dir(repo_root().join("migrations"))
+                .expect("migrations/");
+            let mut client = schema_migrate::connect(&cluster.url("app"))
+                .await
+                .expect("connecting");
+            schema_migrate::apply(&mut client, &migrations)
+                .await
+                .expect("migrating");
+        });
+        let (url, port) = (cluster.url("app"), cluster.port());
+        Stack::serve(url, port, Some(cluster))
+    }
+
+    fn serve(db_url: String, port: u16, own_cluster: Option<Cluster>) -> Stack {
         let secret = format!("test-secret-{}", std::process::id());
         let mut manifest = Manifest::from_file(&repo_root().join("spin.toml")).expect("spin.toml");
         for c in manifest.components.values_mut() {
             let file = c.source.file_name().expect("a file name").to_owned();
             c.source = wasm_dir().join(file);
         }
-        let port = cluster().port();
         let explicit: HashMap<String, String> = [
             ("db_url", db_url.clone()),
             ("db_host", format!("127.0.0.1:{port}")),
@@ -161,22 +199,33 @@ impl Stack {
             }));
             addr
         });
-        let pg = rt().block_on(async {
-            let (client, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
-                .await
-                .expect("connecting to the test database");
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            client
-        });
         Stack {
             api_url: format!("http://{addr}"),
+            pg: connect(&db_url),
             db_url,
             secret,
             stop: Some(stop),
-            pg,
+            own_cluster,
         }
+    }
+
+    /// Stops the PostgreSQL server of an isolated stack.
+    pub fn stop_database(&mut self) {
+        self.own_cluster
+            .as_mut()
+            .expect("an isolated stack")
+            .stop()
+            .expect("stopping PostgreSQL");
+    }
+
+    /// Starts it again (same port) and reconnects the test's client.
+    pub fn restart_database(&mut self) {
+        self.own_cluster
+            .as_mut()
+            .expect("an isolated stack")
+            .restart()
+            .expect("restarting PostgreSQL");
+        self.pg = connect(&self.db_url);
     }
 
     /// A valid token for `role` (anon, authenticated, service_role).
