@@ -280,7 +280,7 @@ fn operation(component: &str, route: &Route) -> Value {
                     "rank_score": {"type": ["string", "number"], "description": "0.00 to 5.00, at most two decimals."},
                     "assessment_notes": {"type": ["string", "null"]}
                 }}}}}));
-            op.insert("description".into(), "The caller's rating of the asset: the first creates a ranking under the token's user (email claim, else sub); later ones update it, so each assessor has one rating per asset. Concurrent saves are serialised.".into());
+            op.insert("description".into(), "The caller's rating of the asset: the first creates a ranking under the token's user (email claim, else sub); later ones update it, so each assessor has one rating per asset. Concurrent saves are serialised. A token that names no user (neither email nor sub) is 403.".into());
             responses.insert(
                 "200".into(),
                 json_response("The caller's ranking, updated.", row.clone()),
