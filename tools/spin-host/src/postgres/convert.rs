@@ -45,8 +45,6 @@ pub enum ConversionError {
     Json(String),
     #[error(transparent)]
     Column(#[from] tokio_postgres::Error),
-    #[error("invalid JSON from database: {0}")]
-    JsonFromDatabase(serde_json::Error),
 }
 
 /// The column type a component is told about.
@@ -109,9 +107,7 @@ pub fn value(row: &Row, index: usize) -> Result<DbValue, ConversionError> {
         Type::TIME => get(row, index, |v: NaiveTime| Ok(DbValue::Time(time_to_wit(v)))),
         Type::UUID => get(row, index, |v: uuid::Uuid| Ok(DbValue::Uuid(v.to_string()))),
         Type::JSONB => get(row, index, |v: serde_json::Value| {
-            Ok(DbValue::Jsonb(
-                serde_json::to_vec(&v).map_err(ConversionError::JsonFromDatabase)?,
-            ))
+            Ok(DbValue::Jsonb(jsonb_text(&v).into_bytes()))
         }),
         Type::NUMERIC => get(row, index, |v: Decimal| Ok(DbValue::Decimal(v.to_string()))),
         Type::INT4_RANGE => get(row, index, |v: Range<i32>| {
@@ -135,6 +131,75 @@ pub fn value(row: &Row, index: usize) -> Result<DbValue, ConversionError> {
         }
         Type::INTERVAL => get(row, index, |v: PgInterval| Ok(DbValue::Interval(v.0))),
         _ => get(row, index, |v: RawBytes| Ok(DbValue::Unsupported(v.0))),
+    }
+}
+
+/// JSON text as Spin re-serialises a JSONB value: no whitespace, object
+/// keys in byte order, and numbers as `serde_json` prints them after reading
+/// them as `u64`, `i64` or else `f64` (`1.50` → `1.5`, `1e3` → `1000.0`).
+///
+/// Written out here rather than left to `serde_json::to_vec`, whose output
+/// changes with crate features that any crate in a build can switch on
+/// (`preserve_order` keeps key order, `arbitrary_precision` keeps digits).
+pub fn jsonb_text(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    write_json(value, &mut out);
+    out
+}
+
+fn write_json(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&json_number(&n.to_string())),
+        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("strings serialise")),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).expect("strings serialise"));
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON number's text, normalised the way a plain `serde_json` reads and
+/// writes it.
+fn json_number(text: &str) -> String {
+    if !text.contains(['.', 'e', 'E']) {
+        if let Ok(u) = text.parse::<u64>() {
+            return u.to_string();
+        }
+        if let Ok(i) = text.parse::<i64>() {
+            return i.to_string();
+        }
+    }
+    match text
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+    {
+        Some(n) => n.to_string(),
+        // Not finite: serde_json writes such values as null.
+        None => "null".to_owned(),
     }
 }
 
@@ -453,12 +518,18 @@ mod tests {
 
     #[test]
     fn jsonb_is_reserialised_like_spin() {
-        let value: serde_json::Value =
-            serde_json::from_str(r#"{ "b": 1.50, "a": [1, "x"] }"#).unwrap();
-        let bytes = serde_json::to_vec(&value).unwrap();
+        let text = |json: &str| jsonb_text(&serde_json::from_str(json).unwrap());
         assert_eq!(
-            String::from_utf8(bytes).unwrap(),
-            r#"{"a":[1,"x"],"b":1.5}"#
+            text(r#"{ "b": 1.50, "a": [1, "x\u00e9\n"], "B": null }"#),
+            r#"{"B":null,"a":[1,"xé\n"],"b":1.5}"#
+        );
+        assert_eq!(
+            text("[10, -5, 0.1, 1e3, 2.50, 18446744073709551615, -9223372036854775808]"),
+            "[10,-5,0.1,1000.0,2.5,18446744073709551615,-9223372036854775808]"
+        );
+        assert_eq!(
+            text(r#"{"น้ำ": true, "z": {"b": 1, "a": 2}}"#),
+            r#"{"z":{"a":2,"b":1},"น้ำ":true}"#
         );
     }
 
