@@ -371,8 +371,14 @@ fn operation(component: &str, route: &Route) -> Value {
     if op.contains_key("requestBody") {
         common.extend([
             ("413", "The body is larger than this operation takes."),
-            ("415", "The body's Content-Type is not one this operation takes."),
-            ("422", "A field is invalid or refers to a missing row; errors name it."),
+            (
+                "415",
+                "The body's Content-Type is not one this operation takes.",
+            ),
+            (
+                "422",
+                "A field is invalid or refers to a missing row; errors name it.",
+            ),
         ]);
     }
     if route.method == spin_sdk::http::Method::Delete {
