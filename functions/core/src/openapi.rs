@@ -9,7 +9,8 @@ use crate::router::{Ctx, Handled, Op, Route, method_name};
 use crate::schema::{ALL, Access, Field, Filter, Kind, Resource};
 use crate::{crud, respond, routes};
 
-pub fn serve(_ctx: &Ctx) -> Handled {
+pub fn serve(ctx: &Ctx) -> Handled {
+    crate::request::Query::parse(ctx.req, &[])?;
     Ok(respond::json(200, &document()))
 }
 
@@ -364,7 +365,11 @@ fn operation(component: &str, route: &Route) -> Value {
         }
     }
     // Statuses every operation of a kind can answer, whatever its own ones.
-    let mut common = vec![("400", "An unknown, repeated or malformed query parameter.")];
+    // The health component is not served by this router and takes any query.
+    let mut common = Vec::new();
+    if route.op != Op::Health {
+        common.push(("400", "An unknown, repeated or malformed query parameter."));
+    }
     if route.pattern.contains(":id") {
         common.push(("404", "No row has this id (ids are positive integers)."));
     }
