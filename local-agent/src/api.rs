@@ -145,6 +145,36 @@ impl ApiClient {
         })
     }
 
+    /// The bytes of an asset (`GET /api/assets/{id}/data`), retried like
+    /// the feed.
+    pub fn asset_data(&self, id: i64) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}/api/assets/{id}/data", self.base);
+        self.with_retries(&url, self.backoff, || {
+            let req = self.agent.get(&url);
+            match self.authorize(req).call() {
+                Ok(mut response) if response.status().is_success() => {
+                    match response
+                        .body_mut()
+                        .with_config()
+                        .limit(512 * 1024 * 1024)
+                        .read_to_vec()
+                    {
+                        Ok(bytes) => Attempt::Done(bytes),
+                        Err(e) => Attempt::Retry(0, e.to_string(), None),
+                    }
+                }
+                other => match self.exchange::<serde_json::Value>(&url, other) {
+                    Attempt::Done(_) => Attempt::Fail(ApiError::Protocol {
+                        url: url.clone(),
+                        reason: "no asset bytes".into(),
+                    }),
+                    Attempt::Retry(s, r, w) => Attempt::Retry(s, r, w),
+                    Attempt::Fail(e) => Attempt::Fail(e),
+                },
+            }
+        })
+    }
+
     /// `GET /api/health`, tried once: status wants an answer now, not later.
     pub fn health(&self) -> Result<serde_json::Value, ApiError> {
         let url = format!("{}/api/health", self.base);

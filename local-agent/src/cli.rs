@@ -126,6 +126,14 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Send the mirror to Anki through the AnkiConnect add-on
+    Anki {
+        #[command(subcommand)]
+        command: AnkiCommand,
+    },
+    /// pull, then embed, then anki push
+    #[command(after_help = "Example:\n  local-agent sync --json")]
+    Sync(AnkiArgs),
     /// Show what is mirrored, the sync position, vectors, cards and whether the API answers
     Status,
     /// Show the settings in effect and where each comes from
@@ -135,6 +143,28 @@ pub enum Command {
         after_help = "Example:\n  local-agent completions bash > ~/.local/share/bash-completion/completions/local-agent"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnkiCommand {
+    /// Add new notes, update changed ones; unchanged notes send nothing
+    #[command(
+        after_help = "Examples:\n  local-agent anki push\n  local-agent anki push --deck 'Thai::Mirror' --json\n  local-agent anki push --verify   # also notice notes deleted in Anki"
+    )]
+    Push(AnkiArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AnkiArgs {
+    /// AnkiConnect's URL [env: THAI_AGENT_ANKI_URL] [default: http://127.0.0.1:8765]
+    #[arg(long, value_name = "URL")]
+    pub anki_url: Option<String>,
+    /// The deck new notes go to [env: THAI_AGENT_ANKI_DECK] [default: Thai]
+    #[arg(long)]
+    pub deck: Option<String>,
+    /// Also check that every unchanged note still exists in Anki
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -265,6 +295,10 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             run_search(&out, &settings, backoff, &query)
         }
+        Command::Anki {
+            command: AnkiCommand::Push(args),
+        } => run_anki_push(&out, &settings, &file, backoff, &args),
+        Command::Sync(args) => run_sync(&out, &settings, &file, backoff, &args),
         Command::Status => status(&out, &settings, backoff),
         Command::Config => out.print(&settings, || describe_settings(&settings)),
         Command::Completions { .. } => unreachable!("handled above"),
@@ -698,4 +732,186 @@ fn describe_settings(s: &Settings) -> String {
         opt(&s.embed.url, false),
         opt(&s.embed.api_key, true),
     )
+}
+
+fn anki_settings(file: &FileConfig, args: &AnkiArgs) -> local_agent::anki::AnkiSettings {
+    local_agent::anki::AnkiSettings::resolve(
+        &file.anki,
+        args.anki_url.clone(),
+        args.deck.clone(),
+        &env_var,
+    )
+}
+
+/// The push itself, shared by `anki push` and `sync`.
+fn push_to_anki(
+    settings: &Settings,
+    file: &FileConfig,
+    backoff: Backoff,
+    args: &AnkiArgs,
+    store: &mut Store,
+) -> Result<(
+    local_agent::anki::AnkiSettings,
+    local_agent::anki::PushReport,
+)> {
+    let anki_settings = anki_settings(file, args);
+    let anki =
+        local_agent::anki::AnkiConnect::new(&anki_settings.url, anki_settings.api_key.clone());
+    // Audio not cached yet is fetched from the API when one is configured.
+    let api = settings
+        .api_url
+        .as_ref()
+        .map(|_| api_client(settings, backoff))
+        .transpose()?;
+    let report = local_agent::anki::push(
+        store,
+        &anki,
+        api.as_ref(),
+        &anki_settings,
+        local_agent::anki::PushOptions {
+            verify: args.verify,
+        },
+    )?;
+    Ok((anki_settings, report))
+}
+
+fn describe_push(report: &local_agent::anki::PushReport, deck: &str, seconds: f64) -> String {
+    let mut text = if report.added + report.updated + report.recreated + report.tagged_deleted == 0
+        && report.failed.is_empty()
+    {
+        format!(
+            "Anki is up to date ({} notes unchanged, {seconds:.1}s).",
+            report.unchanged
+        )
+    } else {
+        format!(
+            "Anki: {} added to {deck}, {} updated, {} unchanged, {} re-created, {} tagged \
+             deleted, {} sound files stored ({seconds:.1}s).",
+            report.added,
+            report.updated,
+            report.unchanged,
+            report.recreated,
+            report.tagged_deleted,
+            report.media_stored
+        )
+    };
+    if report.deleted_in_anki > 0 {
+        text.push_str(&format!(
+            "\n{} note(s) were deleted in Anki and are left alone ([anki] deleted_in_anki = \
+             \"recreate\" adds them again).",
+            report.deleted_in_anki
+        ));
+    }
+    for failure in &report.failed {
+        text.push_str(&format!("\nfailed {}: {}", failure.key, failure.error));
+    }
+    if !report.failed.is_empty() {
+        text.push_str("\nThe failed notes are tried again by the next push.");
+    }
+    text
+}
+
+fn run_anki_push(
+    out: &Output,
+    settings: &Settings,
+    file: &FileConfig,
+    backoff: Backoff,
+    args: &AnkiArgs,
+) -> Result<()> {
+    let mut store = open_store(settings)?;
+    let spinner = out.spinner("pushing to Anki");
+    let started = Instant::now();
+    let result = push_to_anki(settings, file, backoff, args, &mut store);
+    spinner.finish_and_clear();
+    let (anki_settings, report) = result?;
+    let seconds = started.elapsed().as_secs_f64();
+    #[derive(Serialize)]
+    struct Json<'a> {
+        deck: &'a str,
+        #[serde(flatten)]
+        report: &'a local_agent::anki::PushReport,
+        seconds: f64,
+    }
+    out.print(
+        &Json {
+            deck: &anki_settings.deck,
+            report: &report,
+            seconds,
+        },
+        || describe_push(&report, &anki_settings.deck, seconds),
+    )?;
+    if !report.failed.is_empty() {
+        bail!("{} note(s) could not be pushed", report.failed.len());
+    }
+    Ok(())
+}
+
+fn run_sync(
+    out: &Output,
+    settings: &Settings,
+    file: &FileConfig,
+    backoff: Backoff,
+    args: &AnkiArgs,
+) -> Result<()> {
+    let mut store = open_store(settings)?;
+    let started = Instant::now();
+    let client = api_client(settings, backoff)?;
+    let spinner = out.spinner("pulling changes");
+    let pulled = pull::pull(
+        &mut store,
+        &client,
+        PullOptions {
+            full: false,
+            page_size: 500,
+        },
+        |_| {},
+    );
+    spinner.finish_and_clear();
+    let pulled = pulled.context("pull stopped; what it applied is kept, run sync again")?;
+    let embedder = embedder(settings, backoff)?;
+    let bar = out.bar(0, &format!("embedding with {}", embedder.model()));
+    let embedded = embed::embed_store(
+        &mut store,
+        embedder.as_ref(),
+        &KindArg::All.kinds(),
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    );
+    bar.finish_and_clear();
+    let embedded = embedded.context("embedding stopped; vectors of finished batches are kept")?;
+    let spinner = out.spinner("pushing to Anki");
+    let pushed = push_to_anki(settings, file, backoff, args, &mut store);
+    spinner.finish_and_clear();
+    let (anki_settings, report) = pushed?;
+    let seconds = started.elapsed().as_secs_f64();
+    #[derive(Serialize)]
+    struct Json<'a> {
+        pull: &'a pull::PullReport,
+        embed: &'a embed::EmbedReport,
+        anki: &'a local_agent::anki::PushReport,
+        seconds: f64,
+    }
+    out.print(
+        &Json {
+            pull: &pulled,
+            embed: &embedded,
+            anki: &report,
+            seconds,
+        },
+        || {
+            format!(
+                "Pulled {} rows added or updated, {} deleted; {} embedded.\n{}",
+                pulled.upserts,
+                pulled.deletes,
+                embedded.embedded,
+                describe_push(&report, &anki_settings.deck, seconds)
+            )
+        },
+    )?;
+    if !report.failed.is_empty() {
+        bail!("{} note(s) could not be pushed", report.failed.len());
+    }
+    Ok(())
 }

@@ -61,6 +61,9 @@ pub struct FileConfig {
     pub db: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "EmbedFileConfig::is_empty")]
     pub embed: EmbedFileConfig,
+    /// The `[anki]` table: see [`crate::anki::AnkiFileConfig`].
+    #[serde(default, skip_serializing_if = "crate::anki::AnkiFileConfig::is_empty")]
+    pub anki: crate::anki::AnkiFileConfig,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +396,7 @@ mod tests {
                 url: Some("http://embed-file/v1".into()),
                 ..Default::default()
             },
+            anki: Default::default(),
         };
         let env = [
             (ENV_API_URL, "http://env:2"),

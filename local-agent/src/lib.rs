@@ -5,6 +5,7 @@
 //! [`api`] talks HTTP to the functions, [`pull`] brings the mirror up to
 //! date, [`embed`] turns text into vectors and [`search`] finds neighbours.
 
+pub mod anki;
 pub mod api;
 pub mod backoff;
 pub mod config;

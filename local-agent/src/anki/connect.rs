@@ -1,0 +1,266 @@
+//! A typed client for AnkiConnect's API version 6: every request carries
+//! `"version": 6` (and the key when one is configured), every reply is the
+//! envelope `{"result": …, "error": null | "<text>"}`, and the add-on's
+//! error strings are mapped to [`AnkiError`] variants so that callers
+//! branch on meaning, not on text.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The API version this client speaks.
+pub const API_VERSION: u64 = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnkiError {
+    #[error(
+        "Anki is not running (nothing answers at {url}: {reason}): start Anki with the \
+         AnkiConnect add-on, then run `local-agent anki push` again"
+    )]
+    NotRunning { url: String, reason: String },
+    #[error(
+        "AnkiConnect at {url} answered without the version-6 envelope: update the AnkiConnect \
+         add-on (Tools > Add-ons > Check for updates) and restart Anki"
+    )]
+    TooOld { url: String },
+    #[error(
+        "AnkiConnect refused the API key: set [anki] api_key in the config file or \
+         THAI_AGENT_ANKI_KEY to the key of AnkiConnect's config"
+    )]
+    BadKey,
+    #[error("cannot create note because it is a duplicate")]
+    Duplicate,
+    #[error("cannot create note because it is empty")]
+    Empty,
+    #[error("model was not found: {0}")]
+    ModelNotFound(String),
+    #[error("deck was not found: {0}")]
+    DeckNotFound(String),
+    #[error("Note was not found: {0}")]
+    NoteNotFound(String),
+    #[error("AnkiConnect does not support the action {0}: update the add-on")]
+    Unsupported(String),
+    #[error("Model name already exists")]
+    ModelExists,
+    /// Any other error text, verbatim.
+    #[error("AnkiConnect: {0}")]
+    Other(String),
+    #[error("AnkiConnect sent a reply this agent cannot read: {0}")]
+    Protocol(String),
+}
+
+impl AnkiError {
+    /// Maps one of AnkiConnect's error strings to its meaning.
+    pub fn from_text(text: &str, action: &str) -> AnkiError {
+        let text = text.trim();
+        // addNotes reports its per-note errors as a Python list's repr.
+        let inner = text
+            .strip_prefix("['")
+            .and_then(|t| t.strip_suffix("']"))
+            .unwrap_or(text);
+        if inner == "cannot create note because it is a duplicate" {
+            return AnkiError::Duplicate;
+        }
+        if inner == "cannot create note because it is empty" {
+            return AnkiError::Empty;
+        }
+        if let Some(name) = text.strip_prefix("model was not found: ") {
+            return AnkiError::ModelNotFound(name.to_owned());
+        }
+        if let Some(name) = text.strip_prefix("deck was not found: ") {
+            return AnkiError::DeckNotFound(name.to_owned());
+        }
+        if let Some(id) = text.strip_prefix("Note was not found: ") {
+            return AnkiError::NoteNotFound(id.to_owned());
+        }
+        match text {
+            "unsupported action" => AnkiError::Unsupported(action.to_owned()),
+            "Model name already exists" => AnkiError::ModelExists,
+            "valid api key must be provided" => AnkiError::BadKey,
+            _ => AnkiError::Other(text.to_owned()),
+        }
+    }
+}
+
+/// One action of a [`AnkiConnect::multi`] batch.
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub action: &'static str,
+    pub params: Value,
+}
+
+impl Action {
+    pub fn new(action: &'static str, params: Value) -> Action {
+        Action { action, params }
+    }
+}
+
+pub struct AnkiConnect {
+    agent: ureq::Agent,
+    url: String,
+    key: Option<String>,
+}
+
+impl std::fmt::Debug for AnkiConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnkiConnect")
+            .field("url", &self.url)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl AnkiConnect {
+    pub fn new(url: &str, key: Option<String>) -> AnkiConnect {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            // Storing a large media file or adding a thousand notes takes a while.
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build()
+            .into();
+        AnkiConnect {
+            agent,
+            url: url.to_owned(),
+            key,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One action; its envelope's error becomes an [`AnkiError`].
+    pub fn invoke(&self, action: &'static str, params: Value) -> Result<Value, AnkiError> {
+        let mut body = json!({"action": action, "version": API_VERSION, "params": params});
+        if let Some(key) = &self.key {
+            body["key"] = json!(key);
+        }
+        let reply = self.post(&body)?;
+        self.open_envelope(reply, action)
+    }
+
+    /// Several actions in one request; one failing does not stop the
+    /// others, and each answer is its own `Result`, in order.
+    pub fn multi(&self, actions: &[Action]) -> Result<Vec<Result<Value, AnkiError>>, AnkiError> {
+        if actions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner: Vec<Value> = actions
+            .iter()
+            .map(|a| json!({"action": a.action, "version": API_VERSION, "params": a.params}))
+            .collect();
+        let replies = self.invoke("multi", json!({"actions": inner}))?;
+        let Value::Array(replies) = replies else {
+            return Err(AnkiError::Protocol("multi did not answer a list".into()));
+        };
+        if replies.len() != actions.len() {
+            return Err(AnkiError::Protocol(format!(
+                "multi answered {} results for {} actions",
+                replies.len(),
+                actions.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .zip(actions)
+            .map(|(reply, a)| Ok(self.open_envelope(reply, a.action)))
+            .collect()
+    }
+
+    /// The add-on's API version; also the check that Anki runs.
+    pub fn version(&self) -> Result<u64, AnkiError> {
+        let v = self.invoke("version", json!({}))?;
+        v.as_u64()
+            .ok_or_else(|| AnkiError::Protocol(format!("version answered {v}")))
+    }
+
+    fn post(&self, body: &Value) -> Result<Value, AnkiError> {
+        let not_running = |reason: String| AnkiError::NotRunning {
+            url: self.url.clone(),
+            reason,
+        };
+        let mut response = self
+            .agent
+            .post(&self.url)
+            .send_json(body)
+            .map_err(|e| not_running(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| not_running(e.to_string()))?;
+        if status == 403 {
+            return Err(AnkiError::BadKey);
+        }
+        if !(200..300).contains(&status) {
+            return Err(AnkiError::Protocol(format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            )));
+        }
+        serde_json::from_str(&text).map_err(|e| AnkiError::Protocol(e.to_string()))
+    }
+
+    fn open_envelope(&self, reply: Value, action: &str) -> Result<Value, AnkiError> {
+        match reply {
+            Value::Object(mut map) if map.contains_key("result") && map.contains_key("error") => {
+                match map.remove("error") {
+                    Some(Value::Null) | None => Ok(map.remove("result").unwrap_or(Value::Null)),
+                    Some(Value::String(text)) => Err(AnkiError::from_text(&text, action)),
+                    Some(other) => Err(AnkiError::Other(other.to_string())),
+                }
+            }
+            // A version-4 reply: the bare result, no envelope.
+            _ => Err(AnkiError::TooOld {
+                url: self.url.clone(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_strings_map_to_meanings() {
+        let e = |t| AnkiError::from_text(t, "addNote");
+        assert_eq!(
+            e("cannot create note because it is a duplicate"),
+            AnkiError::Duplicate
+        );
+        assert_eq!(
+            e("['cannot create note because it is a duplicate']"),
+            AnkiError::Duplicate
+        );
+        assert_eq!(
+            e("cannot create note because it is empty"),
+            AnkiError::Empty
+        );
+        assert_eq!(
+            e("model was not found: Thai"),
+            AnkiError::ModelNotFound("Thai".into())
+        );
+        assert_eq!(
+            e("deck was not found: Thai::A"),
+            AnkiError::DeckNotFound("Thai::A".into())
+        );
+        assert_eq!(
+            e("Note was not found: 17"),
+            AnkiError::NoteNotFound("17".into())
+        );
+        assert_eq!(
+            e("unsupported action"),
+            AnkiError::Unsupported("addNote".into())
+        );
+        assert_eq!(e("Model name already exists"), AnkiError::ModelExists);
+        assert_eq!(
+            e("something else"),
+            AnkiError::Other("something else".into())
+        );
+    }
+}
