@@ -294,3 +294,55 @@ impl ApiClient {
         }
     }
 }
+
+/// Generic calls for the migration: import batches, asset uploads and
+/// read-back lists. Every one of them is idempotent (imports are upserts by
+/// id), so retrying after a lost answer is safe.
+impl ApiClient {
+    /// `GET {path}` with query parameters; the JSON answer.
+    pub fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<serde_json::Value, ApiError> {
+        let url = format!("{}{path}", self.base);
+        self.with_retries(&url, self.backoff, || {
+            let mut req = self.agent.get(&url);
+            for (k, v) in query {
+                req = req.query(*k, v);
+            }
+            self.exchange(&url, self.authorize(req).call())
+        })
+    }
+
+    /// `POST {path}` with a JSON body; the JSON answer.
+    pub fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let url = format!("{}{path}", self.base);
+        self.with_retries(&url, self.backoff, || {
+            let req = self.agent.post(&url);
+            self.exchange(&url, self.authorize(req).send_json(body))
+        })
+    }
+
+    /// `PUT {path}` with raw bytes and their Content-Type; the JSON answer.
+    pub fn put_bytes(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<serde_json::Value, ApiError> {
+        let url = format!("{}{path}", self.base);
+        self.with_retries(&url, self.backoff, || {
+            let mut req = self.agent.put(&url).header("Content-Type", content_type);
+            for (k, v) in query {
+                req = req.query(*k, v);
+            }
+            self.exchange(&url, self.authorize(req).send(bytes))
+        })
+    }
+}

@@ -126,6 +126,23 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Move a legacy SQLite file into the API's database (service-role token)
+    #[command(
+        after_help = "Examples:\n  local-agent migrate anki_vector_db.db --dry-run\n  local-agent migrate anki_vector_db.db --reject-report rejects.jsonl --repair decimal-comma"
+    )]
+    Migrate {
+        /// The legacy file (anki_vector_db.db)
+        legacy: PathBuf,
+        /// Read, convert and report the rejects; send nothing, touch no store
+        #[arg(long)]
+        dry_run: bool,
+        /// Where the rejects go (JSON Lines) [default: <legacy>.rejects.jsonl]
+        #[arg(long, value_name = "FILE")]
+        reject_report: Option<PathBuf>,
+        /// Apply a documented repair to a class of problem (off by default)
+        #[arg(long, value_enum, value_name = "CLASS")]
+        repair: Vec<RepairArg>,
+    },
     /// Send the mirror to Anki through the AnkiConnect add-on
     Anki {
         #[command(subcommand)]
@@ -143,6 +160,12 @@ pub enum Command {
         after_help = "Example:\n  local-agent completions bash > ~/.local/share/bash-completion/completions/local-agent"
     )]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RepairArg {
+    /// Read a score written with a decimal comma ('4,5') as 4.50
+    DecimalComma,
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +318,20 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             run_search(&out, &settings, backoff, &query)
         }
+        Command::Migrate {
+            legacy,
+            dry_run,
+            reject_report,
+            repair,
+        } => run_migrate(
+            &out,
+            &settings,
+            backoff,
+            legacy,
+            dry_run,
+            reject_report,
+            &repair,
+        ),
         Command::Anki {
             command: AnkiCommand::Push(args),
         } => run_anki_push(&out, &settings, &file, backoff, &args),
@@ -732,6 +769,49 @@ fn describe_settings(s: &Settings) -> String {
         opt(&s.embed.url, false),
         opt(&s.embed.api_key, true),
     )
+}
+
+fn run_migrate(
+    out: &Output,
+    settings: &Settings,
+    backoff: Backoff,
+    legacy: PathBuf,
+    dry_run: bool,
+    reject_report: Option<PathBuf>,
+    repair: &[RepairArg],
+) -> Result<()> {
+    use local_agent::migrate;
+    let reject_report = reject_report.unwrap_or_else(|| {
+        let mut name = legacy.clone().into_os_string();
+        name.push(".rejects.jsonl");
+        PathBuf::from(name)
+    });
+    let options = migrate::Options {
+        legacy,
+        dry_run,
+        reject_report,
+        repairs: migrate::Repairs {
+            decimal_comma: repair.contains(&RepairArg::DecimalComma),
+        },
+        progress: out.progress,
+    };
+    let summary = if dry_run {
+        // Registers sqlite-vec for the legacy file's vec0 table; no file.
+        let _vec = Store::open_in_memory()?;
+        migrate::run(&options, None, None)?
+    } else {
+        let mut store = open_store(settings)?;
+        let client = api_client(settings, backoff)?;
+        migrate::run(&options, Some(&mut store), Some(&client))?
+    };
+    out.print(&summary, || migrate::run::render(&summary))?;
+    if !summary.ok {
+        bail!(
+            "the verification found differences (see the table above); run the same command \
+             again to resume, and report it if they remain"
+        );
+    }
+    Ok(())
 }
 
 fn anki_settings(file: &FileConfig, args: &AnkiArgs) -> local_agent::anki::AnkiSettings {

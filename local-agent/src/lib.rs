@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod config;
 pub mod embed;
 pub mod feed;
+pub mod migrate;
 pub mod pull;
 pub mod search;
 pub mod store;

@@ -1,0 +1,461 @@
+//! Reads the legacy file and turns each row into what the import API takes,
+//! or into reject lines. Parents are read before children, so a child of a
+//! rejected row is rejected too (`parent_rejected`), and a child whose
+//! parent the file does not hold is an `orphan`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::types::Value as Sql;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::convert::{self, Refusal, Repairs};
+use super::report::{Reason, Rejects};
+
+pub const CONTENT: &str = "learning_content";
+pub const FRAGMENTS: &str = "content_fragments";
+pub const ASSETS: &str = "fragment_assets";
+pub const RANKINGS: &str = "rankings";
+
+/// A row ready for `POST /api/import/<table>`, with its checksum.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub json: Value,
+    pub checksum: String,
+}
+
+/// An asset ready for `PUT /api/import/assets/{id}`; its bytes are read
+/// from the file when sent.
+#[derive(Debug, Clone)]
+pub struct Asset {
+    pub id: i64,
+    pub fragment_id: Option<i64>,
+    pub asset_type: String,
+    pub metadata: Option<Value>,
+    pub created_at: Option<String>,
+    pub created_by: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    /// sha256 of the legacy bytes (hex).
+    pub sha256: String,
+}
+
+impl Asset {
+    /// What the verification compares with the server's row.
+    pub fn projection(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), self.id.into());
+        m.insert("fragment_id".into(), self.fragment_id.into());
+        m.insert("asset_type".into(), self.asset_type.clone().into());
+        m.insert(
+            "asset_metadata".into(),
+            self.metadata.clone().unwrap_or(Value::Null),
+        );
+        m.insert("created_by".into(), self.created_by.clone().into());
+        m.insert("content_type".into(), self.content_type.clone().into());
+        m.insert("size".into(), self.size.into());
+        m.insert("sha256".into(), self.sha256.clone().into());
+        // The asset import cannot carry a NULL created_at (the server then
+        // stamps the import time): only a known one is compared.
+        if let Some(c) = &self.created_at {
+            m.insert("created_at".into(), c.clone().into());
+        }
+        Value::Object(m)
+    }
+
+    pub fn checksum(&self) -> String {
+        checksum(&self.projection())
+    }
+}
+
+/// Everything read from the legacy file.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub content: Vec<Row>,
+    pub fragments: Vec<Row>,
+    pub assets: Vec<Asset>,
+    pub rankings: Vec<Row>,
+    pub rejects: Rejects,
+    /// Rows per table in the file.
+    pub source: BTreeMap<&'static str, usize>,
+    /// Whether the file has anki_cards / vector_embeddings / vec_embeddings.
+    pub has_cards: bool,
+    pub has_vectors: bool,
+    pub has_vec0: bool,
+}
+
+/// sha256 of a JSON value's canonical text.
+pub fn checksum(value: &Value) -> String {
+    hex::encode(Sha256::digest(convert::canonical(value).as_bytes()))
+}
+
+/// Opens the legacy file read-only (sqlite-vec must be registered for its
+/// vec0 table to be readable; the store does that).
+pub fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening the legacy file {}", path.display()))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN
+           ('learning_content', 'content_fragments', 'fragment_assets', 'rankings')",
+        [],
+        |r| r.get(0),
+    )?;
+    anyhow::ensure!(
+        tables == 4,
+        "{} is not a legacy file: it lacks some of learning_content, content_fragments, \
+         fragment_assets, rankings",
+        path.display()
+    );
+    Ok(conn)
+}
+
+fn has_table(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?1)",
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
+/// Raw rows of a query, each as (column name → SQLite value).
+fn rows(conn: &Connection, sql: &str) -> Result<Vec<BTreeMap<String, Sql>>> {
+    let mut stmt = conn.prepare(sql)?;
+    let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    let out = stmt
+        .query_map([], |r| {
+            let mut m = BTreeMap::new();
+            for (i, n) in names.iter().enumerate() {
+                m.insert(n.clone(), r.get::<_, Sql>(i)?);
+            }
+            Ok(m)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(out)
+}
+
+/// Collects one row's fields and refusals.
+struct RowBuilder<'a> {
+    table: &'static str,
+    id: i64,
+    raw: &'a BTreeMap<String, Sql>,
+    json: Map<String, Value>,
+    refused: Vec<(String, Refusal)>,
+}
+
+impl<'a> RowBuilder<'a> {
+    fn new(table: &'static str, raw: &'a BTreeMap<String, Sql>) -> Self {
+        let id = match raw.get("id") {
+            Some(Sql::Integer(i)) => *i,
+            _ => 0,
+        };
+        let mut json = Map::new();
+        json.insert("id".into(), id.into());
+        RowBuilder {
+            table,
+            id,
+            raw,
+            json,
+            refused: Vec::new(),
+        }
+    }
+
+    fn get(&self, col: &str) -> &Sql {
+        self.raw.get(col).unwrap_or(&Sql::Null)
+    }
+
+    fn refuse(&mut self, col: &str, r: Refusal) {
+        self.refused.push((col.to_owned(), r));
+    }
+
+    /// A text column, kept byte for byte; `max` in characters.
+    fn text(&mut self, col: &str, max: Option<usize>) {
+        let v = match self.get(col).clone() {
+            Sql::Null => Value::Null,
+            Sql::Text(t) => {
+                if let Some(max) = max
+                    && let Err(r) = convert::bounded_text(&t, max)
+                {
+                    self.refuse(col, r);
+                }
+                Value::String(t)
+            }
+            Sql::Integer(i) => Value::String(i.to_string()),
+            Sql::Real(f) => Value::String(f.to_string()),
+            Sql::Blob(b) => match String::from_utf8(b) {
+                Ok(s) => Value::String(s),
+                Err(_) => {
+                    self.refuse(
+                        col,
+                        Refusal {
+                            reason: Reason::ServerRefused,
+                            detail: "a BLOB that is not UTF-8 text".into(),
+                        },
+                    );
+                    Value::Null
+                }
+            },
+        };
+        self.json.insert(col.into(), v);
+    }
+
+    fn int(&mut self, col: &str) {
+        let v = match self.get(col) {
+            Sql::Integer(i) => Value::from(*i),
+            _ => Value::Null,
+        };
+        self.json.insert(col.into(), v);
+    }
+
+    fn json_col(&mut self, col: &str) {
+        match convert::json_column(self.get(col)) {
+            Ok(v) => {
+                self.json.insert(col.into(), v.unwrap_or(Value::Null));
+            }
+            Err(r) => self.refuse(col, r),
+        }
+    }
+
+    fn time(&mut self, col: &str) {
+        match convert::datetime(self.get(col)) {
+            Ok(v) => {
+                self.json
+                    .insert(col.into(), v.map_or(Value::Null, Value::String));
+            }
+            Err(r) => self.refuse(col, r),
+        }
+    }
+
+    /// A reference to `parent_table`: NULL is kept, a missing parent is an
+    /// orphan, a rejected one makes this row rejected too.
+    fn reference(
+        &mut self,
+        col: &str,
+        parent_table: &'static str,
+        known: &HashSet<i64>,
+        rejects: &Rejects,
+    ) {
+        let v = match self.get(col) {
+            Sql::Integer(i) => *i,
+            _ => {
+                self.json.insert(col.into(), Value::Null);
+                return;
+            }
+        };
+        self.json.insert(col.into(), v.into());
+        if !known.contains(&v) {
+            self.refuse(
+                col,
+                Refusal {
+                    reason: Reason::Orphan,
+                    detail: format!("{parent_table} {v} is not in the legacy file"),
+                },
+            );
+        } else if rejects.contains(parent_table, v) {
+            self.refuse(
+                col,
+                Refusal {
+                    reason: Reason::ParentRejected,
+                    detail: format!("{parent_table} {v} was rejected"),
+                },
+            );
+        }
+    }
+
+    /// Records the refusals; the row if there were none.
+    fn finish(self, rejects: &mut Rejects) -> Option<Row> {
+        if self.refused.is_empty() {
+            let json = Value::Object(self.json);
+            return Some(Row {
+                id: self.id,
+                checksum: checksum(&json),
+                json,
+            });
+        }
+        for (col, r) in self.refused {
+            rejects.add(self.table, self.id, &col, r.reason, r.detail);
+        }
+        None
+    }
+}
+
+/// Reads and converts the four tables (asset bytes are hashed, not kept).
+pub fn plan(conn: &Connection, repairs: Repairs) -> Result<Plan> {
+    let mut plan = Plan {
+        has_cards: has_table(conn, "anki_cards")?,
+        has_vectors: has_table(conn, "vector_embeddings")?,
+        has_vec0: has_table(conn, "vec_embeddings")?,
+        ..Plan::default()
+    };
+
+    let raw = rows(conn, "SELECT * FROM learning_content ORDER BY id")?;
+    plan.source.insert(CONTENT, raw.len());
+    let content_ids: HashSet<i64> = ids(&raw);
+    for r in &raw {
+        let mut b = RowBuilder::new(CONTENT, r);
+        b.text("title", Some(200));
+        b.text("content_type", Some(50));
+        b.text("language", Some(10));
+        for c in ["native_text", "translation", "ipa"] {
+            b.text(c, None);
+        }
+        b.int("difficulty_level");
+        b.json_col("tags");
+        b.json_col("content_metadata");
+        b.time("created_at");
+        b.time("updated_at");
+        if let Some(row) = b.finish(&mut plan.rejects) {
+            plan.content.push(row);
+        }
+    }
+
+    let raw = rows(conn, "SELECT * FROM content_fragments ORDER BY id")?;
+    plan.source.insert(FRAGMENTS, raw.len());
+    let fragment_ids = ids(&raw);
+    for r in &raw {
+        let mut b = RowBuilder::new(FRAGMENTS, r);
+        b.reference("learning_content_id", CONTENT, &content_ids, &plan.rejects);
+        for c in ["native_text", "body_text", "ipa", "extra"] {
+            b.text(c, None);
+        }
+        b.text("fragment_type", Some(50));
+        b.json_col("fragment_metadata");
+        b.time("created_at");
+        b.time("updated_at");
+        if let Some(row) = b.finish(&mut plan.rejects) {
+            plan.fragments.push(row);
+        }
+    }
+
+    // Assets: everything but the bytes, then each blob hashed on its own.
+    let raw = rows(
+        conn,
+        "SELECT id, fragment_id, asset_type, asset_metadata, created_at, created_by,
+                length(asset_data) AS size, typeof(asset_data) AS kind
+         FROM fragment_assets ORDER BY id",
+    )?;
+    plan.source.insert(ASSETS, raw.len());
+    let asset_ids = ids(&raw);
+    let mut blob = conn.prepare("SELECT asset_data FROM fragment_assets WHERE id = ?1")?;
+    for r in &raw {
+        let mut b = RowBuilder::new(ASSETS, r);
+        b.reference("fragment_id", FRAGMENTS, &fragment_ids, &plan.rejects);
+        b.text("asset_type", Some(20));
+        let asset_type = b.json["asset_type"].as_str().unwrap_or_default().to_owned();
+        if !["audio", "image", "video"].contains(&asset_type.as_str()) {
+            b.refuse(
+                "asset_type",
+                Refusal {
+                    reason: Reason::UnknownAssetType,
+                    detail: format!("'{asset_type}' is none of audio, image, video"),
+                },
+            );
+        }
+        b.text("created_by", Some(100));
+        b.json_col("asset_metadata");
+        b.time("created_at");
+        let size = match b.get("size") {
+            Sql::Integer(n) => *n as u64,
+            _ => 0,
+        };
+        if size == 0 {
+            b.refuse(
+                "asset_data",
+                Refusal {
+                    reason: Reason::EmptyBlob,
+                    detail: "no bytes; the API refuses empty assets".into(),
+                },
+            );
+        }
+        let id = b.id;
+        let fragment_id = b.json["fragment_id"].as_i64();
+        let metadata = b
+            .json
+            .get("asset_metadata")
+            .cloned()
+            .filter(|v| !v.is_null());
+        let created_at = b
+            .json
+            .get("created_at")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let created_by = b
+            .json
+            .get("created_by")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if b.finish(&mut plan.rejects).is_some() {
+            let data: Vec<u8> = blob.query_row([id], |r| {
+                Ok(match r.get::<_, Sql>(0)? {
+                    Sql::Blob(b) => b,
+                    Sql::Text(t) => t.into_bytes(),
+                    _ => Vec::new(),
+                })
+            })?;
+            plan.assets.push(Asset {
+                id,
+                fragment_id,
+                content_type: convert::media_type(metadata.as_ref()),
+                asset_type,
+                metadata,
+                created_at,
+                created_by,
+                size: data.len() as u64,
+                sha256: hex::encode(Sha256::digest(&data)),
+            });
+        }
+    }
+
+    let raw = rows(conn, "SELECT * FROM rankings ORDER BY id")?;
+    plan.source.insert(RANKINGS, raw.len());
+    for r in &raw {
+        let mut b = RowBuilder::new(RANKINGS, r);
+        b.reference("fragment_id", FRAGMENTS, &fragment_ids, &plan.rejects);
+        b.reference("asset_id", ASSETS, &asset_ids, &plan.rejects);
+        match convert::score(b.get("rank_score"), repairs) {
+            Ok(s) => {
+                b.json
+                    .insert("rank_score".into(), s.map_or(Value::Null, Value::String));
+            }
+            Err(r) => b.refuse("rank_score", r),
+        }
+        b.text("assessed_by", Some(100));
+        b.text("assessment_notes", None);
+        b.time("created_at");
+        b.time("updated_at");
+        if let Some(row) = b.finish(&mut plan.rejects) {
+            plan.rankings.push(row);
+        }
+    }
+    Ok(plan)
+}
+
+/// The bytes of one asset.
+pub fn asset_bytes(conn: &Connection, id: i64) -> Result<Vec<u8>> {
+    Ok(conn.query_row(
+        "SELECT asset_data FROM fragment_assets WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(match r.get::<_, Sql>(0)? {
+                Sql::Blob(b) => b,
+                Sql::Text(t) => t.into_bytes(),
+                _ => Vec::new(),
+            })
+        },
+    )?)
+}
+
+fn ids(raw: &[BTreeMap<String, Sql>]) -> HashSet<i64> {
+    raw.iter()
+        .filter_map(|r| match r.get("id") {
+            Some(Sql::Integer(i)) => Some(*i),
+            _ => None,
+        })
+        .collect()
+}
