@@ -291,6 +291,14 @@ impl Stack {
 
     /// Uploads asset bytes through the API; returns the asset's id.
     pub fn upload(&self, fragment_id: i64, bytes: &[u8]) -> i64 {
+        let (status, body) = self.try_upload(fragment_id, bytes);
+        assert_eq!(status, 201, "upload: {body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    /// Uploads asset bytes; returns the status and body, whatever they are
+    /// (the fragment may have been deleted by a concurrent writer).
+    pub fn try_upload(&self, fragment_id: i64, bytes: &[u8]) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -309,10 +317,7 @@ impl Stack {
             .expect("uploading an asset");
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        assert_eq!(status, 201, "upload: {text}");
-        serde_json::from_str::<Value>(&text).unwrap()["id"]
-            .as_i64()
-            .unwrap()
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
 
