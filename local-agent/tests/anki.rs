@@ -1,0 +1,374 @@
+//! `local-agent anki push` and `sync` end to end: the real API over a
+//! throwaway PostgreSQL for the content, the binary as the user runs it,
+//! and a double of AnkiConnect speaking its wire protocol over HTTP.
+
+mod anki_double;
+mod support;
+
+use std::time::Instant;
+
+use anki_double::AnkiDouble;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::{Agent, Stack, seed};
+
+const MODEL: &str = "Thai Content (local-agent)";
+
+fn push(agent: &Agent, anki: &AnkiDouble) -> Value {
+    agent.run_json(&["anki", "push", "--anki-url", &anki.url])
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn cards(agent: &Agent, sql_where: &str) -> Vec<(Option<i64>, String, Option<i64>)> {
+    let conn = agent.mirror();
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT fragment_id, sync_status, anki_note_id FROM anki_cards WHERE {sql_where} ORDER BY id"
+        ))
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A fragment's native text and body text in the mirror.
+fn fragment_text(agent: &Agent, id: i64) -> (String, String) {
+    agent
+        .mirror()
+        .query_row(
+            "SELECT native_text, body_text FROM content_fragments WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// Two contents, six fragments, audio on fragments 2, 4 and 6; fragment 2
+/// gets a second, better-ranked asset.
+fn setup() -> (Stack, Agent, AnkiDouble, Vec<u8>) {
+    let stack = Stack::start();
+    seed(&stack, 2);
+    let better = b"better audio of fragment 2".to_vec();
+    let asset = stack.upload(2, &better);
+    stack.sql(&format!(
+        "INSERT INTO rankings (fragment_id, asset_id, rank_score, assessed_by)
+         VALUES (2, {asset}, 4.50, 'nok'), (2, {asset}, 4.00, 'ploy')"
+    ));
+    let agent = Agent::new(&stack);
+    agent.run_json(&["pull"]);
+    (stack, agent, AnkiDouble::start(), better)
+}
+
+#[test]
+fn first_push_creates_the_notes_and_a_second_push_sends_nothing() {
+    let (_stack, agent, anki, better) = setup();
+    let report = push(&agent, &anki);
+    assert_eq!(report["added"], 8, "{report}"); // 2 contents + 6 fragments
+    assert_eq!(report["failed"], json!([]));
+    {
+        let s = anki.state();
+        assert!(s.decks.contains_key("Thai"));
+        assert_eq!(
+            s.models[MODEL],
+            ["Key", "NativeText", "Translation", "IPA", "Audio", "Extra"]
+        );
+        let templates = s.templates[MODEL]["cardTemplates"].to_string();
+        assert!(templates.contains("{{Audio}}") && templates.contains("class=\\\"thai\\\""));
+        assert_eq!(s.notes.len(), 8);
+    }
+    let f2 = anki.note("fragment:2").expect("fragment 2's note");
+    assert_eq!(f2.model, MODEL);
+    assert_eq!(f2.deck, "Thai");
+    let (native, body) = fragment_text(&agent, 2);
+    assert!(native.starts_with("ประโยค "));
+    assert_eq!(f2.field("NativeText"), native);
+    assert_eq!(f2.field("Translation"), body);
+    assert!(
+        f2.tags.contains(&"thai-content".to_owned()),
+        "{:?}",
+        f2.tags
+    );
+    // The best-ranked asset's bytes, under a name made of their digest.
+    let name = format!("thai-content-{}.mp3", &sha(&better)[..16]);
+    assert_eq!(f2.field("Audio"), format!("[sound:{name}]"));
+    assert_eq!(anki.state().media[&name], better);
+    let f4 = anki.note("fragment:4").unwrap();
+    let name4 = f4
+        .field("Audio")
+        .trim_start_matches("[sound:")
+        .trim_end_matches(']');
+    assert_eq!(anki.state().media[name4], b"audio bytes of 4");
+    assert_eq!(anki.note("fragment:1").unwrap().field("Audio"), "");
+    let c1 = anki.note("content:1").unwrap();
+    assert_eq!(c1.field("Translation"), "hello 1");
+    assert_eq!(c1.field("Extra"), "บทที่ 1");
+    // Recorded: note id, deck, note type, fields, their hash, synced.
+    let conn = agent.mirror();
+    let (note_id, deck, note_type, fields, hash, status): (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+    ) = conn
+        .query_row(
+            "SELECT anki_note_id, deck_name, note_type, fields, content_hash, sync_status
+             FROM anki_cards WHERE fragment_id = 2",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(note_id, f2.id);
+    assert_eq!(
+        (deck.as_str(), note_type.as_str(), status.as_str()),
+        ("Thai", MODEL, "synced")
+    );
+    assert_eq!(hash, sha(fields.as_bytes()));
+    println!("rendered note fragment:2: {fields}");
+
+    let before = anki.requests();
+    let again = push(&agent, &anki);
+    assert_eq!(again["unchanged"], 8, "{again}");
+    assert_eq!(again["added"], 0);
+    assert_eq!(anki.requests(), before, "an unchanged push sends nothing");
+}
+
+#[test]
+fn edits_and_better_audio_update_exactly_their_notes_in_place() {
+    let (stack, agent, anki, _) = setup();
+    push(&agent, &anki);
+    let f1 = anki.note("fragment:1").unwrap();
+    let f4 = anki.note("fragment:4").unwrap();
+    let notes_before = anki.state().notes.len();
+
+    stack.sql("UPDATE content_fragments SET body_text = 'thank you very much' WHERE id = 1");
+    let best = b"a much better voice for fragment 4".to_vec();
+    let asset = stack.upload(4, &best);
+    stack.sql(&format!(
+        "INSERT INTO rankings (fragment_id, asset_id, rank_score, assessed_by)
+         VALUES (4, {asset}, 5.00, 'nok')"
+    ));
+    agent.run_json(&["pull"]);
+    let updates = anki.count("updateNoteFields");
+    let report = push(&agent, &anki);
+    assert_eq!(report["updated"], 2, "{report}");
+    assert_eq!(report["added"], 0);
+    assert_eq!(report["unchanged"], 6);
+    assert_eq!(anki.count("updateNoteFields") - updates, 2);
+    assert_eq!(anki.state().notes.len(), notes_before, "no duplicate");
+    let f1_after = anki.note("fragment:1").unwrap();
+    assert_eq!(f1_after.id, f1.id);
+    assert_eq!(f1_after.field("Translation"), "thank you very much");
+    let f4_after = anki.note("fragment:4").unwrap();
+    assert_eq!(f4_after.id, f4.id);
+    let name = format!("thai-content-{}.mp3", &sha(&best)[..16]);
+    assert_eq!(f4_after.field("Audio"), format!("[sound:{name}]"));
+    assert_eq!(anki.state().media[&name], best);
+}
+
+#[test]
+fn notes_deleted_in_anki_follow_the_rule_and_upstream_deletions_are_tagged() {
+    let (stack, agent, anki, _) = setup();
+    push(&agent, &anki);
+    // The user deletes fragment 1's note; then its text changes upstream.
+    let f1 = anki.note("fragment:1").unwrap();
+    anki.delete(f1.id);
+    stack.sql("UPDATE content_fragments SET body_text = 'edited' WHERE id = 1");
+    agent.run_json(&["pull"]);
+    let report = push(&agent, &anki);
+    assert_eq!(report["deleted_in_anki"], 1, "{report}");
+    assert_eq!(report["added"], 0);
+    assert!(anki.note("fragment:1").is_none(), "left alone by default");
+    assert_eq!(cards(&agent, "fragment_id = 1")[0].1, "deleted_in_anki");
+    let again = push(&agent, &anki);
+    assert_eq!(again["added"], 0, "{again}");
+
+    // With the rule set to re-create, it comes back (a new note).
+    std::fs::write(
+        agent.dir.path().join("config.toml"),
+        "[anki]\ndeleted_in_anki = \"recreate\"\n",
+    )
+    .unwrap();
+    let report = push(&agent, &anki);
+    assert_eq!(report["recreated"], 1, "{report}");
+    let back = anki.note("fragment:1").unwrap();
+    assert_eq!(back.field("Translation"), "edited");
+    assert_eq!(
+        cards(&agent, "fragment_id = 1"),
+        vec![(Some(1), "synced".into(), Some(back.id))]
+    );
+
+    // Content 2 is deleted upstream: its notes are tagged, not deleted.
+    let notes = anki.state().notes.len();
+    let (status, _) = stack.call("DELETE", "/api/content/2", None);
+    assert_eq!(status, 204);
+    agent.run_json(&["pull"]);
+    let report = push(&agent, &anki);
+    assert_eq!(report["tagged_deleted"], 4, "{report}"); // the content and 3 fragments
+    assert_eq!(anki.state().notes.len(), notes);
+    let c2 = anki.note("content:2").unwrap();
+    assert!(c2.tags.contains(&"thai-content::deleted".to_owned()));
+    assert!(
+        !anki
+            .note("content:1")
+            .unwrap()
+            .tags
+            .contains(&"thai-content::deleted".to_owned())
+    );
+    let before = anki.requests();
+    push(&agent, &anki);
+    assert_eq!(anki.requests(), before, "tagged once");
+}
+
+#[test]
+fn a_legacy_card_is_updated_not_duplicated() {
+    let (_stack, agent, anki, _) = setup();
+    // The old application's note, of its own note type, and its row as
+    // the migration copied it.
+    let legacy = anki.add_by_hand(
+        "Thai Basic",
+        "Thai::Words",
+        &[
+            ("Thai", "old text"),
+            ("English", "old meaning"),
+            ("Card", "x"),
+        ],
+    );
+    agent
+        .mirror()
+        .execute(
+            "INSERT INTO anki_cards (id, learning_content_id, fragment_id, anki_note_id, deck_name,
+                 note_type, fields, content_hash, sync_status, last_synced_at, created_at)
+             VALUES (1, 1, 3, ?1, 'Thai::Words', 'Thai Basic',
+                     '{\"Thai\": \"old text\", \"English\": \"old meaning\", \"Card\": \"x\"}',
+                     'aaaa', 'synced', '2025-03-01 12:34:56', '2025-03-01 12:34:56')",
+            [legacy],
+        )
+        .unwrap();
+    let report = push(&agent, &anki);
+    assert_eq!(report["updated"], 1, "{report}");
+    assert_eq!(report["added"], 7);
+    assert!(anki.note("fragment:3").is_none(), "not duplicated");
+    let note = anki.state().notes[&legacy].clone();
+    let (native, body) = fragment_text(&agent, 3);
+    assert_eq!(note.field("Thai"), native);
+    assert_eq!(note.field("English"), body);
+    assert_eq!(note.field("Card"), "x", "fields we do not know stay");
+    assert_eq!(
+        cards(&agent, "fragment_id = 3"),
+        vec![(Some(3), "synced".into(), Some(legacy))]
+    );
+    let before = anki.requests();
+    push(&agent, &anki);
+    assert_eq!(anki.requests(), before);
+}
+
+#[test]
+fn anki_down_is_a_clear_error_and_nothing_is_recorded() {
+    let (_stack, agent, _anki, _) = setup();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out = agent.run(&["anki", "push", "--anki-url", &closed]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Anki is not running")
+            && stderr.contains("start Anki with the AnkiConnect add-on"),
+        "{stderr}"
+    );
+    assert!(cards(&agent, "1 = 1").is_empty());
+    // sync fails the same way, after pulling and embedding.
+    let out = agent.run(&["sync", "--anki-url", &closed]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(cards(&agent, "1 = 1").is_empty());
+}
+
+#[test]
+fn one_refused_note_is_reported_and_the_others_sync_then_it_is_retried() {
+    let (_stack, agent, anki, _) = setup();
+    // A note of our type with fragment 5's key already exists (made by hand).
+    let agent_push = || agent.run(&["--json", "anki", "push", "--anki-url", &anki.url]);
+    // Create the note type the way the agent would, then the clash.
+    let first = agent_push();
+    assert!(first.status.success());
+    let f5 = anki.note("fragment:5").unwrap();
+    anki.delete(f5.id);
+    agent
+        .mirror()
+        .execute("DELETE FROM anki_cards WHERE fragment_id = 5", [])
+        .unwrap();
+    let clash = anki.add_by_hand(
+        MODEL,
+        "Thai",
+        &[("Key", "fragment:5"), ("NativeText", "mine")],
+    );
+
+    let out = agent_push();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"][0]["key"], "fragment:5", "{report}");
+    assert!(
+        report["failed"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot create note because it is a duplicate")
+    );
+    assert_eq!(cards(&agent, "fragment_id = 5")[0].1, "error");
+
+    // The user removes their note: the next push adds ours.
+    anki.delete(clash);
+    let report = push(&agent, &anki);
+    assert_eq!(report["added"], 1, "{report}");
+    assert_eq!(cards(&agent, "fragment_id = 5")[0].1, "synced");
+}
+
+#[test]
+fn sync_pulls_embeds_and_pushes() {
+    let stack = Stack::start();
+    seed(&stack, 1);
+    let agent = Agent::new(&stack);
+    let anki = AnkiDouble::start();
+    let report = agent.run_json(&["sync", "--anki-url", &anki.url]);
+    assert!(report["pull"]["upserts"].as_i64().unwrap() > 0, "{report}");
+    assert_eq!(report["embed"]["embedded"], 4);
+    assert_eq!(report["anki"]["added"], 4);
+}
+
+#[test]
+fn pushing_a_thousand_notes() {
+    let stack = Stack::start();
+    seed(&stack, 250); // 250 contents + 750 fragments, 375 with audio
+    let agent = Agent::new(&stack);
+    agent.run_json(&["pull"]);
+    let anki = AnkiDouble::start();
+    let started = Instant::now();
+    let report = push(&agent, &anki);
+    let first = started.elapsed();
+    assert_eq!(report["added"], 1000, "{report}");
+    let started = Instant::now();
+    let again = push(&agent, &anki);
+    let second = started.elapsed();
+    assert_eq!(again["unchanged"], 1000);
+    println!(
+        "1,000 notes to the double: first push {:.2}s ({} requests), unchanged push {:.3}s",
+        first.as_secs_f64(),
+        anki.requests(),
+        second.as_secs_f64()
+    );
+}
