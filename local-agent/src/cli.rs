@@ -53,7 +53,8 @@ pub struct Global {
     /// Base URL of the content API [env: THAI_AGENT_API_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
-    /// Bearer token (a Supabase JWT) for the API [env: THAI_AGENT_TOKEN]
+    /// Bearer token (a Supabase JWT) for the API [env: THAI_AGENT_TOKEN]; prefer the
+    /// environment or the config file, as other users can see flags in `ps`
     #[arg(long, global = true, value_name = "JWT")]
     pub token: Option<String>,
     /// Print results as JSON (for scripts); no progress bars
@@ -245,9 +246,11 @@ impl Output {
         }
         let bar = ProgressBar::new(len);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {human_pos}/{human_len} [{elapsed} elapsed, {eta} left]",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(message.to_owned());
         bar
