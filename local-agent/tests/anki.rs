@@ -35,6 +35,24 @@ fn cards(agent: &Agent, sql_where: &str) -> Vec<(Option<i64>, String, Option<i64
         .collect()
 }
 
+/// Pulls until the mirror satisfies `sql` (one boolean): the feed holds
+/// back changes while older transactions of the shared cluster (other
+/// tests) are still open, so one pull right after a write may not see it.
+fn pull_until(agent: &Agent, sql: &str) {
+    for _ in 0..100 {
+        agent.run_json(&["pull"]);
+        if agent
+            .mirror()
+            .query_row(sql, [], |r| r.get::<_, bool>(0))
+            .unwrap()
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the mirror never satisfied {sql}");
+}
+
 /// A fragment's native text and body text in the mirror.
 fn fragment_text(agent: &Agent, id: i64) -> (String, String) {
     agent
@@ -59,7 +77,10 @@ fn setup() -> (Stack, Agent, AnkiDouble, Vec<u8>) {
          VALUES (2, {asset}, 4.50, 'nok'), (2, {asset}, 4.00, 'ploy')"
     ));
     let agent = Agent::new(&stack);
-    agent.run_json(&["pull"]);
+    pull_until(
+        &agent,
+        &format!("SELECT count(*) = 2 FROM rankings WHERE asset_id = {asset}"),
+    );
     (stack, agent, AnkiDouble::start(), better)
 }
 
@@ -162,7 +183,13 @@ fn edits_and_better_audio_update_exactly_their_notes_in_place() {
         "INSERT INTO rankings (fragment_id, asset_id, rank_score, assessed_by)
          VALUES (4, {asset}, 5.00, 'nok')"
     ));
-    agent.run_json(&["pull"]);
+    pull_until(
+        &agent,
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM rankings WHERE asset_id = {asset})
+                AND EXISTS (SELECT 1 FROM content_fragments WHERE id = 1 AND body_text = 'thank you very much')"
+        ),
+    );
     let updates = anki.count("updateNoteFields");
     let report = push(&agent, &anki);
     assert_eq!(report["updated"], 2, "{report}");
@@ -188,7 +215,10 @@ fn notes_deleted_in_anki_follow_the_rule_and_upstream_deletions_are_tagged() {
     let f1 = anki.note("fragment:1").unwrap();
     anki.delete(f1.id);
     stack.sql("UPDATE content_fragments SET body_text = 'edited' WHERE id = 1");
-    agent.run_json(&["pull"]);
+    pull_until(
+        &agent,
+        "SELECT EXISTS (SELECT 1 FROM content_fragments WHERE id = 1 AND body_text = 'edited')",
+    );
     let report = push(&agent, &anki);
     assert_eq!(report["deleted_in_anki"], 1, "{report}");
     assert_eq!(report["added"], 0);
@@ -216,7 +246,11 @@ fn notes_deleted_in_anki_follow_the_rule_and_upstream_deletions_are_tagged() {
     let notes = anki.state().notes.len();
     let (status, _) = stack.call("DELETE", "/api/content/2", None);
     assert_eq!(status, 204);
-    agent.run_json(&["pull"]);
+    pull_until(
+        &agent,
+        "SELECT NOT EXISTS (SELECT 1 FROM content_fragments WHERE learning_content_id = 2)
+            AND NOT EXISTS (SELECT 1 FROM learning_content WHERE id = 2)",
+    );
     let report = push(&agent, &anki);
     assert_eq!(report["tagged_deleted"], 4, "{report}"); // the content and 3 fragments
     assert_eq!(anki.state().notes.len(), notes);
@@ -300,6 +334,43 @@ fn anki_down_is_a_clear_error_and_nothing_is_recorded() {
 }
 
 #[test]
+fn the_double_answers_both_wire_versions_and_an_old_addon_is_refused() {
+    let anki = AnkiDouble::start();
+    let post = |body: Value| -> Value {
+        let mut response = ureq::post(&anki.url).send_json(&body).unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    assert_eq!(post(json!({"action": "version"})), json!(6));
+    assert_eq!(
+        post(json!({"action": "version", "version": 6})),
+        json!({"result": 6, "error": null})
+    );
+    assert_eq!(
+        post(json!({"action": "nope", "version": 6})),
+        json!({"result": null, "error": "unsupported action"})
+    );
+    assert_eq!(
+        post(json!({"action": "notesInfo", "version": 6, "params": {"notes": [42]}})),
+        json!({"result": [{}], "error": null})
+    );
+    assert_eq!(
+        post(json!({"action": "storeMediaFile", "version": 6, "params": {"filename": "a.mp3"}})),
+        json!({"result": null, "error": "You must provide a \"data\", \"path\", or \"url\" field."})
+    );
+
+    let (_stack, agent, _, _) = setup();
+    anki.state().old_addon = true;
+    let out = agent.run(&["anki", "push", "--anki-url", &anki.url]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("without the version-6 envelope"),
+        "{stderr}"
+    );
+    assert!(cards(&agent, "1 = 1").is_empty());
+}
+
+#[test]
 fn one_refused_note_is_reported_and_the_others_sync_then_it_is_retried() {
     let (_stack, agent, anki, _) = setup();
     // A note of our type with fragment 5's key already exists (made by hand).
@@ -355,7 +426,11 @@ fn pushing_a_thousand_notes() {
     let stack = Stack::start();
     seed(&stack, 250); // 250 contents + 750 fragments, 375 with audio
     let agent = Agent::new(&stack);
-    agent.run_json(&["pull"]);
+    pull_until(
+        &agent,
+        "SELECT (SELECT count(*) FROM learning_content) + (SELECT count(*) FROM content_fragments)
+                + (SELECT count(*) FROM rankings) = 1375",
+    );
     let anki = AnkiDouble::start();
     let started = Instant::now();
     let report = push(&agent, &anki);

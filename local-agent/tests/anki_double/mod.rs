@@ -46,6 +46,8 @@ pub struct State {
     pub requests: Vec<String>,
     /// Every action, those inside `multi` included.
     pub actions: Vec<String>,
+    /// Answer like an add-on that predates version 6: bare results always.
+    pub old_addon: bool,
 }
 
 pub struct AnkiDouble {
@@ -168,7 +170,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
 fn handle(s: &mut State, request: &Value) -> Value {
     let action = request["action"].as_str().unwrap_or_default();
     s.actions.push(action.to_owned());
-    let versioned = request.get("version").and_then(Value::as_u64).unwrap_or(4) >= 5;
+    let versioned =
+        !s.old_addon && request.get("version").and_then(Value::as_u64).unwrap_or(4) >= 5;
     let outcome = run(s, action, &request["params"]);
     match (versioned, outcome) {
         (true, Ok(result)) => json!({"result": result, "error": null}),
