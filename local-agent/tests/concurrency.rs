@@ -95,7 +95,7 @@ fn api_writer(stack: &Stack, known: &Known, seed: u64, ops: &AtomicUsize) {
         {
             list.lock().unwrap().push(id);
         }
-        if roll % 10 == 0
+        if roll.is_multiple_of(10)
             && let Some(f) = pick(&mut rng, &known.fragments)
         {
             // Assets through the byte endpoint; a fragment deleted meanwhile is fine.
