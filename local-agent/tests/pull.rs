@@ -10,6 +10,7 @@ use support::{Agent, Stack, assert_mirror_equals_server, mirror_total, seed};
 
 #[test]
 fn an_empty_store_gets_everything_then_api_writes_arrive() {
+    let _serial = support::serial();
     let stack = Stack::start();
     let c1 = stack.create(
         "/api/content",
@@ -103,6 +104,7 @@ fn an_empty_store_gets_everything_then_api_writes_arrive() {
 
 #[test]
 fn a_pull_killed_at_any_moment_converges_on_the_next_run() {
+    let _serial = support::serial();
     let stack = Stack::start();
     seed(&stack, 300); // 300 contents, 900 fragments, 450 assets, 450 rankings
     let agent = Agent::new(&stack);
@@ -239,6 +241,7 @@ fn kill_after_change(agent: &Agent, pages: u32) -> bool {
 
 #[test]
 fn a_log_pruned_past_the_cursor_triggers_a_resnapshot_that_ends_equal() {
+    let _serial = support::serial();
     let stack = Stack::start();
     seed(&stack, 40);
     let agent = Agent::new(&stack);
@@ -274,6 +277,7 @@ fn a_log_pruned_past_the_cursor_triggers_a_resnapshot_that_ends_equal() {
 
 #[test]
 fn pointed_at_another_server_the_mirror_follows_it() {
+    let _serial = support::serial();
     let first = Stack::start();
     seed(&first, 10);
     let second = Stack::start();
@@ -292,6 +296,7 @@ fn pointed_at_another_server_the_mirror_follows_it() {
 
 #[test]
 fn pulled_texts_are_embedded_and_found_again() {
+    let _serial = support::serial();
     let stack = Stack::start();
     seed(&stack, 20);
     stack.sql(
@@ -326,6 +331,7 @@ fn pulled_texts_are_embedded_and_found_again() {
 
 #[test]
 fn a_database_outage_is_ridden_out_with_backoff() {
+    let _serial = support::serial();
     // While its database is down the API answers 503 with Retry-After; the
     // agent waits as asked and finishes once the database is back, with
     // nothing lost or doubled.

@@ -43,6 +43,17 @@ fn cluster() -> &'static Cluster {
     &CLUSTER
 }
 
+/// Holds the tests of one binary to one at a time. The feed hands out only
+/// transactions older than the oldest one still running, cluster-wide: a
+/// test's writes stay invisible to its pull while another test of the same
+/// cluster holds a transaction open, so tests that pull and then assert on
+/// what arrived must not overlap.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it poisons it; the next may go on.
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A migrated database of its own; returns its URL.
 pub fn fresh_database() -> String {
     static TEMPLATE: OnceLock<()> = OnceLock::new();
