@@ -1013,8 +1013,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The legacy application's DDL (a copy of shared/legacy/schema.sql).
-    const LEGACY_SCHEMA: &str = include_str!("../tests/fixtures/legacy_schema.sql");
+    use legacy_fixture::{LEGACY_SCHEMA, LEGACY_VECTORS};
 
     fn content(id: i64, title: &str) -> serde_json::Value {
         json!({"table": "learning_content", "op": "upsert", "id": id, "row": {
@@ -1169,6 +1168,7 @@ mod tests {
         register_sqlite_vec();
         let legacy = Connection::open(&legacy_path).unwrap();
         legacy.execute_batch(LEGACY_SCHEMA).unwrap();
+        legacy.execute_batch(LEGACY_VECTORS).unwrap();
         // Rows as the Python application wrote them: naive datetimes, JSON
         // as text, a NULL note id and a card for a fragment.
         legacy
