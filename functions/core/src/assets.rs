@@ -9,7 +9,7 @@ use crate::problem::Problem;
 use crate::request::{self, Query};
 use crate::respond;
 use crate::router::{Ctx, Handled};
-use crate::schema::{ASSET_TYPES, ASSETS, Mode};
+use crate::schema::{ASSET_TYPES, ASSETS, Assignment, Mode};
 use crate::value;
 
 /// `POST /api/assets?fragment_id=&asset_type=&created_by=`: the body is the
@@ -91,35 +91,23 @@ fn store(ctx: &Ctx, id: Option<i32>) -> Handled {
     };
     let assignments = ASSETS.input(&fields, mode)?;
 
-    let mut params = Params::default();
-    let mut columns = vec!["asset_data", "content_type"];
-    let mut values = vec![
-        params.push(ParameterValue::Binary(bytes.to_vec())),
-        format!("{}::text", params.push(ParameterValue::Str(content_type))),
+    let mut all = vec![
+        Assignment {
+            column: "asset_data",
+            cast: "",
+            value: ParameterValue::Binary(bytes.to_vec()),
+        },
+        Assignment {
+            column: "content_type",
+            cast: "::text",
+            value: ParameterValue::Str(content_type),
+        },
     ];
-    for a in &assignments {
-        columns.push(a.column);
-        values.push(format!("{}{}", params.push(a.value.clone()), a.cast));
-    }
-    let upsert = if id.is_some() {
-        let updates: Vec<String> = columns
-            .iter()
-            .filter(|c| **c != "id")
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        format!(
-            " ON CONFLICT (id) DO UPDATE SET {}{}",
-            updates.join(", "),
-            crate::import::unchanged_guard(&columns)
-        )
-    } else {
-        String::new()
-    };
+    all.extend(assignments);
+    let mut params = Params::default();
     let sql = format!(
-        "INSERT INTO {} AS t ({}) VALUES ({}){upsert} RETURNING {}",
-        ASSETS.table,
-        columns.join(", "),
-        values.join(", "),
+        "{} RETURNING {}",
+        crud::insert_sql(ASSETS.table, &all, &mut params, id.is_some()),
         ASSETS.select_list()
     );
     let rows = ctx.db()?.query(&sql, &params.values)?;

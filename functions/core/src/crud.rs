@@ -11,7 +11,7 @@ use crate::problem::Problem;
 use crate::request::{self, Query};
 use crate::respond;
 use crate::router::{Ctx, Handled, Op, Route};
-use crate::schema::{Filter, Mode, Resource};
+use crate::schema::{Assignment, Filter, Mode, Resource};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -206,6 +206,44 @@ pub fn conditional_get(ctx: &Ctx, body: &Value, etag: &str) -> Response {
     respond::row(200, body, etag, None)
 }
 
+/// An `INSERT INTO <table> AS t` of `assignments`, whose values go into
+/// `params`. With `upsert`, a row whose id exists is updated instead, and
+/// only when something differs: a re-run of an import writes nothing, keeps
+/// `updated_at` and leaves the change feed quiet.
+pub fn insert_sql(
+    table: &str,
+    assignments: &[Assignment],
+    params: &mut Params,
+    upsert: bool,
+) -> String {
+    let columns: Vec<&str> = assignments.iter().map(|a| a.column).collect();
+    let values: Vec<String> = assignments
+        .iter()
+        .map(|a| format!("{}{}", params.push(a.value.clone()), a.cast))
+        .collect();
+    let mut sql = format!(
+        "INSERT INTO {table} AS t ({}) VALUES ({})",
+        columns.join(", "),
+        values.join(", ")
+    );
+    if upsert {
+        let updated: Vec<&str> = columns.into_iter().filter(|c| *c != "id").collect();
+        let sets: Vec<String> = updated
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        let old: Vec<String> = updated.iter().map(|c| format!("t.{c}")).collect();
+        let new: Vec<String> = updated.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+        sql.push_str(&format!(
+            " ON CONFLICT (id) DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+            sets.join(", "),
+            old.join(", "),
+            new.join(", ")
+        ));
+    }
+    sql
+}
+
 /// `POST /api/<path>`: 201 with `Location` and the stored row.
 pub fn create(ctx: &Ctx) -> Handled {
     let resource = ctx.resource();
@@ -213,16 +251,9 @@ pub fn create(ctx: &Ctx) -> Handled {
     let body = request::json_object(ctx.req)?;
     let assignments = resource.input(&body, Mode::Create)?;
     let mut params = Params::default();
-    let columns: Vec<&str> = assignments.iter().map(|a| a.column).collect();
-    let values: Vec<String> = assignments
-        .into_iter()
-        .map(|a| format!("{}{}", params.push(a.value), a.cast))
-        .collect();
     let sql = format!(
-        "INSERT INTO {} AS t ({}) VALUES ({}) RETURNING {}",
-        resource.table,
-        columns.join(", "),
-        values.join(", "),
+        "{} RETURNING {}",
+        insert_sql(resource.table, &assignments, &mut params, false),
         resource.select_list()
     );
     let rows = ctx.db()?.query(&sql, &params.values)?;

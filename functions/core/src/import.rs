@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::crud::Params;
+use crate::crud::{self, Params};
 use crate::problem::Problem;
 use crate::request::{self, Query};
 use crate::respond;
@@ -55,24 +55,7 @@ fn batch(ctx: &Ctx, resource: &'static Resource) -> Handled {
             .ok_or_else(|| Problem::invalid(format!("rows[{index}]"), "must be an object"))?;
         let assignments = resource.input(object, Mode::Import).map_err(at)?;
         let mut params = Params::default();
-        let columns: Vec<&str> = assignments.iter().map(|a| a.column).collect();
-        let values: Vec<String> = assignments
-            .iter()
-            .map(|a| format!("{}{}", params.push(a.value.clone()), a.cast))
-            .collect();
-        let updates: Vec<String> = columns
-            .iter()
-            .filter(|c| **c != "id")
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {} AS t ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}{}",
-            resource.table,
-            columns.join(", "),
-            values.join(", "),
-            updates.join(", "),
-            unchanged_guard(&columns)
-        );
+        let sql = crud::insert_sql(resource.table, &assignments, &mut params, true);
         statements.push((sql, params.values));
     }
     let db = ctx.db()?;
@@ -83,19 +66,6 @@ fn batch(ctx: &Ctx, resource: &'static Resource) -> Handled {
         Ok(())
     })?;
     Ok(respond::json(200, &json!({ "imported": rows.len() })))
-}
-
-/// Skips rows that would not change: a re-run of an import writes nothing,
-/// keeps `updated_at` and leaves the change feed quiet.
-pub fn unchanged_guard(columns: &[&str]) -> String {
-    let cols: Vec<&&str> = columns.iter().filter(|c| **c != "id").collect();
-    let old: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
-    let new: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
-    format!(
-        " WHERE ({}) IS DISTINCT FROM ({})",
-        old.join(", "),
-        new.join(", ")
-    )
 }
 
 /// Puts the row's position in front of each field at fault.
