@@ -10,6 +10,10 @@
 //!
 //! and on Ctrl-C (or SIGTERM) stops the server and the database, leaving
 //! nothing running.
+//!
+//! `cargo xtask bench [--quick]`: builds the components, the test probe,
+//! `local-agent` and `bench` in release mode, then runs `bench` (see
+//! BENCHMARKS.md); its arguments go to `bench`.
 
 mod tokens;
 
@@ -44,6 +48,12 @@ enum Command {
         #[arg(long)]
         bundled_host: bool,
     },
+    /// Build everything in release mode and run the benchmarks (BENCHMARKS.md).
+    Bench {
+        /// Arguments for `bench`, e.g. --quick, --reps 5, --only reads,search.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -62,7 +72,58 @@ async fn main() -> Result<()> {
             no_build,
             bundled_host,
         } => up(listen, database_url, no_build, bundled_host).await,
+        Command::Bench { args } => bench(&args),
     }
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("cargo {}", args.join(" "));
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(args)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let root = repo_root().canonicalize()?;
+    build_components(&root, &root.join("spin.toml"))?;
+    // The trivial component of the host-overhead row.
+    cargo(
+        &root,
+        &[
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "-p",
+            "test-probe",
+        ],
+    )?;
+    cargo(
+        &root,
+        &["build", "--release", "-p", "local-agent", "-p", "bench"],
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let status = std::process::Command::new(target.join("release/bench"))
+        .args(args)
+        .env(
+            "BENCH_COMMAND",
+            format!("cargo xtask bench {}", args.join(" ")).trim_end(),
+        )
+        .status()
+        .context("running bench")?;
+    if !status.success() {
+        bail!("the benchmarks failed ({status})");
+    }
+    Ok(())
 }
 
 fn repo_root() -> PathBuf {

@@ -1,0 +1,353 @@
+//! Rows 1–4: the HTTP API next to PostgreSQL driven directly.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use api_core::crud::{Params, insert_sql};
+use api_core::schema::{CONTENT, FRAGMENTS, Mode, Resource};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use spin_sdk::pg4::ParameterValue;
+
+use crate::Sizes;
+use crate::load::drive;
+use crate::pgbench::Pgbench;
+use crate::report::{Row, Target};
+use crate::stack::Stack;
+use crate::stats::{Figure, Latencies};
+
+/// No single run may take longer; a stuck run fails the benchmark.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+/// `rows` rows over the four tables (1 content : 3 fragments : 1.5 assets
+/// : 1.5 rankings), written straight into the database; returns the
+/// number of contents (ids 1..=n).
+pub async fn seed(client: &tokio_postgres::Client, rows: usize) -> Result<i64> {
+    let contents = (rows / 7).max(1);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO learning_content (title, content_type, language, native_text, translation, ipa,
+                                           difficulty_level, tags, content_metadata)
+             SELECT 'บทที่ ' || g, (ARRAY['phrase', 'dialogue', 'word'])[1 + g % 3], 'thai',
+                    'สวัสดีครับ ' || g || ' ขอบคุณมาก', 'hello ' || g, 'sa.wàt.diː kʰráp',
+                    1 + g % 5, jsonb_build_array('tag' || g % 7), jsonb_build_object('n', g, 'voice', 'th-TH')
+             FROM generate_series(1, {contents}) g;
+             INSERT INTO content_fragments (learning_content_id, native_text, body_text, fragment_type)
+             SELECT c.id, 'ประโยค ' || c.id || '-' || k, 'sentence ' || k, 'sentence'
+             FROM learning_content c, generate_series(1, 3) k;
+             INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type, created_by)
+             SELECT f.id, 'audio', convert_to('audio bytes of ' || f.id, 'UTF8'), 'audio/mpeg', 'tts'
+             FROM content_fragments f WHERE f.id % 2 = 0;
+             INSERT INTO rankings (fragment_id, asset_id, rank_score, assessed_by)
+             SELECT a.fragment_id, a.id, ((a.id % 501) / 100.0)::numeric(3, 2), 'nok'
+             FROM fragment_assets a;
+             ANALYZE;"
+        ))
+        .await
+        .context("seeding the database")?;
+    Ok(contents as i64)
+}
+
+/// A statement with its `$n` placeholders replaced by the literals of
+/// `params`, for a pgbench script.
+fn inline(sql: &str, params: &[ParameterValue]) -> Result<String> {
+    let mut sql = sql.to_owned();
+    // Highest first, so that `$1` never eats the start of `$12`.
+    for (i, value) in params.iter().enumerate().rev() {
+        let literal = match value {
+            ParameterValue::Str(s) => format!("'{}'", s.replace('\'', "''")),
+            ParameterValue::Int32(n) => n.to_string(),
+            ParameterValue::Int64(n) => n.to_string(),
+            ParameterValue::DbNull => "NULL".to_owned(),
+            other => anyhow::bail!("no literal for {other:?}"),
+        };
+        sql = sql.replace(&format!("${}", i + 1), &literal);
+    }
+    Ok(sql)
+}
+
+/// The INSERT the API runs for `POST /api/<resource>` with `body`.
+fn create_sql(resource: &Resource, body: &Value) -> Result<String> {
+    let object = body.as_object().context("an object")?;
+    let assignments = resource
+        .input(object, Mode::Create)
+        .map_err(|p| anyhow::anyhow!("invalid body: {}", p.status))?;
+    let mut params = Params::default();
+    let sql = format!(
+        "{} RETURNING {}",
+        insert_sql(resource.table, &assignments, &mut params, false),
+        resource.select_list()
+    );
+    inline(&sql, &params.values)
+}
+
+fn content_body(n: usize) -> Value {
+    json!({
+        "title": format!("บทเรียน {n}"), "content_type": "phrase", "language": "thai",
+        "native_text": "ไปตลาดน้ำกันไหม", "translation": "shall we go to the floating market?",
+        "ipa": "paj ta.làːt náːm kan máj", "difficulty_level": 2,
+        "tags": ["travel", "question"], "content_metadata": {"source": "bench"}
+    })
+}
+
+fn fragment_body(content_id: i64, k: usize) -> Value {
+    json!({
+        "learning_content_id": content_id, "native_text": format!("ตลาดน้ำ {k}"),
+        "body_text": format!("floating market {k}"), "ipa": "ta.làːt náːm", "fragment_type": "word"
+    })
+}
+
+pub const FRAGMENTS_PER_CONTENT: usize = 5;
+
+/// Row 1: `GET /api/content/{id}` against pgbench running the SELECT the
+/// API runs, at each concurrency.
+pub async fn reads(
+    stack: &Stack,
+    addr: SocketAddr,
+    db: &str,
+    contents: i64,
+    sizes: &Sizes,
+) -> Result<Vec<Row>> {
+    let token = stack.token("anon")?;
+    let pgbench = Pgbench {
+        bin_dir: stack.bin_dir(),
+        port: stack.cluster.port(),
+        db,
+    };
+    let script = format!(
+        "\\set id random(1, {contents})\nSELECT {} FROM {} AS t WHERE t.id = :id;\n",
+        CONTENT.select_list(),
+        CONTENT.table
+    );
+    let mut rows = Vec::new();
+    for (key, clients) in [("1a", 8), ("1b", 32)] {
+        let mut ours = Figure::named("spin-host + content component, keep-alive HTTP/1.1");
+        let mut base = Figure::named("pgbench -M prepared, same SELECT");
+        let (mut ol, mut bl) = (Latencies::default(), Latencies::default());
+        for rep in 0..=sizes.reps {
+            let run = drive(
+                addr,
+                &token,
+                clients,
+                sizes.reads,
+                RUN_LIMIT,
+                async |conn, i| {
+                    let id = 1 + (i as i64 * 7919) % contents;
+                    Ok(conn.get(&format!("/api/content/{id}")).await?.len() as u64)
+                },
+            )
+            .await?;
+            let pg = pgbench.run(&script, clients, sizes.reads, RUN_LIMIT)?;
+            // Repetition 0 is the warm-up.
+            if rep > 0 {
+                ours.runs.push(run.per_second());
+                ol.add(&run.latencies_ms);
+                base.runs.push(pg.tps);
+                bl.add(&pg.latencies_ms);
+            }
+        }
+        ol.fill(&mut ours);
+        bl.fill(&mut base);
+        rows.push(Row::new(
+            key,
+            format!(
+                "API reads `GET /api/content/{{id}}`, {clients} connections, {} requests",
+                sizes.reads
+            ),
+            "req/s",
+            true,
+            ours,
+            base,
+            Some(Target::SpeedAtLeast(0.5)),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Rows 2 and 3: one 2 MiB asset down and up through the API, next to the
+/// same bytes read and written with one prepared statement.
+pub async fn assets(stack: &Stack, addr: SocketAddr, db: &str, sizes: &Sizes) -> Result<Vec<Row>> {
+    let token = stack.token("authenticated")?;
+    let pg = stack.connect(db).await?;
+    let mut rng = fastrand::Rng::with_seed(2);
+    let mut data = vec![0u8; sizes.asset_bytes];
+    rng.fill(&mut data);
+    let data = Bytes::from(data);
+    let fragment: i32 = pg
+        .query_one("SELECT min(id) FROM content_fragments", &[])
+        .await?
+        .get(0);
+    let upload_path =
+        format!("/api/assets?fragment_id={fragment}&asset_type=audio&created_by=bench");
+    let insert = pg
+        .prepare(
+            "INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type, created_by)
+             VALUES ($1, 'audio', $2, 'audio/mpeg', 'bench') RETURNING id",
+        )
+        .await?;
+    let select = pg
+        .prepare("SELECT asset_data FROM fragment_assets WHERE id = $1")
+        .await?;
+    let asset: i32 = pg
+        .query_one(&insert, &[&fragment, &&data[..]])
+        .await?
+        .get(0);
+
+    let mut down = (
+        Figure::named("GET /api/assets/{id}/data, 1 connection"),
+        Figure::named("SELECT asset_data, prepared, tokio-postgres"),
+    );
+    let mut up = (
+        Figure::named("POST /api/assets (raw body), 1 connection"),
+        Figure::named("INSERT … asset_data, prepared, tokio-postgres"),
+    );
+    for rep in 0..=sizes.reps {
+        let get = drive(
+            addr,
+            &token,
+            1,
+            sizes.asset_runs,
+            RUN_LIMIT,
+            async |conn, _| {
+                let body = conn.get(&format!("/api/assets/{asset}/data")).await?;
+                anyhow::ensure!(body.len() == data.len(), "short download");
+                Ok(body.len() as u64)
+            },
+        )
+        .await?;
+        let started = Instant::now();
+        let mut read = 0;
+        for _ in 0..sizes.asset_runs {
+            let row = pg.query_one(&select, &[&asset]).await?;
+            read += row.get::<_, &[u8]>(0).len();
+        }
+        let direct_down = read as f64 / 1e6 / started.elapsed().as_secs_f64();
+
+        let post = drive(
+            addr,
+            &token,
+            1,
+            sizes.asset_runs,
+            RUN_LIMIT,
+            async |conn, _| {
+                conn.send(
+                    http::Method::POST,
+                    &upload_path,
+                    Some("audio/mpeg"),
+                    data.clone(),
+                    201,
+                )
+                .await?;
+                Ok(data.len() as u64)
+            },
+        )
+        .await?;
+        let started = Instant::now();
+        for _ in 0..sizes.asset_runs {
+            pg.query_one(&insert, &[&fragment, &&data[..]]).await?;
+        }
+        let direct_up =
+            (data.len() * sizes.asset_runs) as f64 / 1e6 / started.elapsed().as_secs_f64();
+        if rep > 0 {
+            down.0.runs.push(get.mb_per_second());
+            down.1.runs.push(direct_down);
+            up.0.runs.push(post.mb_per_second());
+            up.1.runs.push(direct_up);
+        }
+        // Keep the table at one asset's worth so that every repetition
+        // writes into the same state.
+        pg.execute(
+            "DELETE FROM fragment_assets WHERE created_by = 'bench' AND id <> $1",
+            &[&asset],
+        )
+        .await?;
+    }
+    let mib = sizes.asset_bytes as f64 / (1 << 20) as f64;
+    Ok(vec![
+        Row::new(
+            "2",
+            format!("Asset download, {mib:.0} MiB × {}", sizes.asset_runs),
+            "MB/s",
+            true,
+            down.0,
+            down.1,
+            Some(Target::SpeedAtLeast(0.5)),
+        ),
+        Row::new(
+            "3",
+            format!("Asset upload, {mib:.0} MiB × {}", sizes.asset_runs),
+            "MB/s",
+            true,
+            up.0,
+            up.1,
+            None,
+        ),
+    ])
+}
+
+/// Row 4: a content with five fragments, created through the API (six
+/// POSTs) and by pgbench running the same six INSERTs.
+pub async fn writes(stack: &Stack, addr: SocketAddr, db: &str, sizes: &Sizes) -> Result<Row> {
+    let token = stack.token("authenticated")?;
+    let pgbench = Pgbench {
+        bin_dir: stack.bin_dir(),
+        port: stack.cluster.port(),
+        db,
+    };
+    // A placeholder id that no content has, replaced by the one \gset took.
+    const PARENT: i64 = 2_000_000_007;
+    let mut script = format!("{} \\gset\n", create_sql(&CONTENT, &content_body(0))?);
+    for k in 0..FRAGMENTS_PER_CONTENT {
+        let sql = create_sql(&FRAGMENTS, &fragment_body(PARENT, k))?;
+        script.push_str(&sql.replace(&PARENT.to_string(), ":id"));
+        script.push_str(";\n");
+    }
+    let clients = sizes.write_connections;
+    let mut ours = Figure::named(format!("6 POSTs per content, {clients} connections"));
+    let mut base = Figure::named(format!(
+        "pgbench -M prepared, same 6 INSERTs, {clients} connections"
+    ));
+    let (mut ol, mut bl) = (Latencies::default(), Latencies::default());
+    for rep in 0..=sizes.reps {
+        let run = drive(
+            addr,
+            &token,
+            clients,
+            sizes.writes,
+            RUN_LIMIT,
+            async |conn, i| {
+                let body = conn.post_json("/api/content", &content_body(i)).await?;
+                let created: Value = serde_json::from_slice(&body)?;
+                let id = created["id"].as_i64().context("the new content's id")?;
+                for k in 0..FRAGMENTS_PER_CONTENT {
+                    conn.post_json("/api/fragments", &fragment_body(id, k))
+                        .await?;
+                }
+                Ok(0)
+            },
+        )
+        .await?;
+        let pg = pgbench.run(&script, clients, sizes.writes, RUN_LIMIT)?;
+        if rep > 0 {
+            ours.runs.push(run.per_second());
+            ol.add(&run.latencies_ms);
+            base.runs.push(pg.tps);
+            bl.add(&pg.latencies_ms);
+        }
+    }
+    ol.fill(&mut ours);
+    bl.fill(&mut base);
+    Ok(Row::new(
+        "4",
+        format!(
+            "Writes: a content with {FRAGMENTS_PER_CONTENT} fragments, {} per run",
+            sizes.writes
+        ),
+        "contents/s",
+        true,
+        ours,
+        base,
+        None,
+    ))
+}

@@ -1,0 +1,357 @@
+//! `bench`: every benchmark of BENCHMARKS.md in one run, each side by side
+//! with its baseline on the same machine, so that the ratios hold even on
+//! a noisy machine. Run it through `cargo xtask bench`, which builds
+//! everything it needs in release mode first.
+//!
+//! Prints a Markdown table of medians and ratios and writes it, with every
+//! repetition's figures, to `target/bench/results.{md,json}`.
+
+mod agent;
+mod api;
+mod host;
+mod load;
+mod pgbench;
+mod procs;
+mod report;
+mod stack;
+mod stats;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use report::Row;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks side by side with their baselines (run it with `cargo xtask bench`)")]
+struct Args {
+    /// Smaller data and fewer requests, for trying things (about 2 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Measured repetitions per benchmark, after one warm-up.
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Only these benchmarks (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Bench>,
+    /// Where results.json and results.md go.
+    #[arg(long, default_value_os_t = repo_root().join("target/bench"))]
+    out: PathBuf,
+    /// The components' .wasm files (built by `cargo xtask bench`).
+    #[arg(long, default_value_os_t = target_dir().join("wasm32-wasip2/release"))]
+    wasm_dir: PathBuf,
+    /// The `local-agent` binary.
+    #[arg(long, default_value_os_t = target_dir().join("release/local-agent"))]
+    agent: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Bench {
+    Reads,
+    Assets,
+    Writes,
+    Migration,
+    Pull,
+    Search,
+    Overhead,
+}
+
+/// How much of everything one run does.
+pub struct Sizes {
+    pub reps: usize,
+    /// Rows seeded on the server (reads and the pull).
+    pub rows: usize,
+    pub reads: usize,
+    pub asset_bytes: usize,
+    pub asset_runs: usize,
+    pub writes: usize,
+    pub write_connections: usize,
+    pub legacy: legacy_fixture::Spec,
+    pub migration_reps: usize,
+    pub vectors: usize,
+    pub searches: usize,
+    pub overhead_samples: usize,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            reps: 3,
+            rows: 100_000,
+            reads: 5_000,
+            asset_bytes: 2 << 20,
+            asset_runs: 30,
+            writes: 500,
+            write_connections: 8,
+            legacy: legacy_fixture::Spec {
+                contents: 1_000,
+                fragments_per_content: 10,
+                assets: 5_000,
+                asset_bytes: 150_000,
+                rankings: 20_000,
+                defect_every: 0,
+                vectors: false,
+                seed: 8,
+            },
+            migration_reps: 2,
+            vectors: 100_000,
+            searches: 200,
+            overhead_samples: 3_000,
+        }
+    }
+
+    fn quick() -> Sizes {
+        Sizes {
+            reps: 2,
+            rows: 10_000,
+            reads: 1_000,
+            asset_runs: 8,
+            writes: 100,
+            legacy: legacy_fixture::Spec {
+                contents: 100,
+                assets: 500,
+                rankings: 2_000,
+                ..Sizes::full().legacy
+            },
+            migration_reps: 1,
+            vectors: 10_000,
+            searches: 50,
+            overhead_samples: 500,
+            ..Sizes::full()
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+#[derive(Serialize)]
+struct Results<'a> {
+    command: String,
+    quick: bool,
+    machine: Machine,
+    started_at: String,
+    seconds: f64,
+    rows: &'a [Row],
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    kernel: String,
+    postgres: String,
+    pgloader: String,
+}
+
+fn first_line(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn machine(pg_bin: &Path) -> Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        cpu_model,
+        kernel: first_line("uname", &["-sr"]),
+        postgres: first_line(&pg_bin.join("postgres").to_string_lossy(), &["--version"]),
+        pgloader: first_line("pgloader", &["--version"]),
+    }
+}
+
+/// What the run needs that cargo does not build; says how to get it.
+fn check_prerequisites(args: &Args, wanted: &[Bench]) -> Result<PathBuf> {
+    let mut missing = Vec::new();
+    let pg_bin = throwaway_pg::Binaries::locate()
+        .map(|b| b.dir().to_owned())
+        .ok();
+    match &pg_bin {
+        None => {
+            missing.push("the PostgreSQL server binaries: apt-get install postgresql".to_owned())
+        }
+        Some(dir) if !dir.join("pgbench").is_file() => missing.push(format!(
+            "pgbench next to {}: apt-get install postgresql-contrib (or the server package)",
+            dir.display()
+        )),
+        Some(_) => {}
+    }
+    if wanted.contains(&Bench::Migration) && !procs::on_path("pgloader") {
+        missing.push("pgloader (the migration baseline): apt-get install pgloader".to_owned());
+    }
+    for (what, path) in [
+        ("the components", args.wasm_dir.join("api_content.wasm")),
+        ("the local-agent binary", args.agent.clone()),
+        (
+            "the test probe component",
+            args.wasm_dir.join("test_probe.wasm"),
+        ),
+    ] {
+        if !path.exists() {
+            missing.push(format!(
+                "{what} ({}): run the benchmarks with `cargo xtask bench`, which builds them",
+                path.display()
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        bail!("the benchmarks need:\n  - {}", missing.join("\n  - "));
+    }
+    pg_bin.context("PostgreSQL binaries")
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let wanted: Vec<Bench> = if args.only.is_empty() {
+        Bench::value_variants().to_vec()
+    } else {
+        args.only.clone()
+    };
+    let pg_bin = check_prerequisites(&args, &wanted)?;
+    let mut sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    if let Some(reps) = args.reps {
+        sizes.reps = reps.max(1);
+    }
+    // The load generator and the direct clients share one thread; the host
+    // has a runtime of its own (see `stack`).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let started = std::time::Instant::now();
+    let started_at = first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
+    let mut rows = rt.block_on(run(&args, &wanted, &sizes))?;
+    drop(rt);
+    if wanted.contains(&Bench::Overhead) {
+        eprintln!("Running Overhead ...");
+        // As `spin-host` runs: a multi-threaded runtime, client and server
+        // in one process.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let probe = args.wasm_dir.join("test_probe.wasm");
+        rows.push(rt.block_on(host::overhead(&probe, &sizes))?);
+    }
+
+    let table = report::markdown(&rows);
+    println!("\n{table}");
+    std::fs::create_dir_all(&args.out)?;
+    let out = args.out.canonicalize()?;
+    let command = std::env::var("BENCH_COMMAND")
+        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+    let results = Results {
+        command,
+        quick: args.quick,
+        machine: machine(&pg_bin),
+        started_at,
+        seconds: started.elapsed().as_secs_f64(),
+        rows: &rows,
+    };
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    std::fs::write(out.join("results.md"), &table)?;
+    eprintln!(
+        "Results in {} (results.json, results.md); {:.0} s in all.",
+        out.display(),
+        results.seconds
+    );
+    Ok(())
+}
+
+async fn run(args: &Args, wanted: &[Bench], sizes: &Sizes) -> Result<Vec<Row>> {
+    let root = repo_root().canonicalize()?;
+    eprintln!("Starting PostgreSQL and the host ...");
+    let stack = stack::Stack::start(&root, &args.wasm_dir).await?;
+    let work = tempfile::Builder::new().prefix("bench-").tempdir()?;
+    let db = "bench";
+    let url = stack.database(db).await?;
+    let server = stack.serve(&url)?;
+    let api = format!("http://{}", server.addr);
+    let client = stack.connect(db).await?;
+    let mut contents = 0;
+    if wanted.iter().any(|b| {
+        matches!(
+            b,
+            Bench::Reads | Bench::Pull | Bench::Assets | Bench::Writes
+        )
+    }) {
+        eprintln!("Seeding {} rows ...", sizes.rows);
+        contents = api::seed(&client, sizes.rows).await?;
+    }
+    let mut rows = Vec::new();
+    // The pull reads the seeded rows before the write benchmarks add theirs.
+    for bench in [
+        Bench::Reads,
+        Bench::Pull,
+        Bench::Assets,
+        Bench::Writes,
+        Bench::Migration,
+        Bench::Search,
+    ] {
+        if !wanted.contains(&bench) {
+            continue;
+        }
+        eprintln!("Running {bench:?} ...");
+        let t = std::time::Instant::now();
+        match bench {
+            Bench::Reads => {
+                rows.extend(api::reads(&stack, server.addr, db, contents, sizes).await?)
+            }
+            // Blocking this thread is fine: the host has its own runtime.
+            Bench::Pull => rows.push(agent::pull(&stack, &args.agent, &api, work.path(), sizes)?),
+            Bench::Assets => rows.extend(api::assets(&stack, server.addr, db, sizes).await?),
+            Bench::Writes => rows.push(api::writes(&stack, server.addr, db, sizes).await?),
+            Bench::Migration => {
+                rows.push(agent::migration(&stack, &args.agent, work.path(), sizes).await?)
+            }
+            Bench::Search => rows.push(agent::search_knn(work.path(), sizes)?),
+            // Measured on a runtime of its own, after the rest (see `main`).
+            Bench::Overhead => continue,
+        }
+        eprintln!("  {bench:?}: {:.0} s", t.elapsed().as_secs_f64());
+        if let Some(last) = rows.last() {
+            eprintln!(
+                "  last row: ours {:.3} vs baseline {:.3} {} (speed {:.2}×)",
+                last.ours.median(),
+                last.baseline.median(),
+                last.unit,
+                last.speed
+            );
+        }
+    }
+    Ok(rows)
+}
