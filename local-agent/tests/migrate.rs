@@ -6,128 +6,19 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use legacy_fixture::{Spec, Summary};
+use legacy_fixture::Spec;
 use local_agent::search::{Query, search_vector};
 use local_agent::store::{SourceKind, Store};
 use rusqlite::types::Value as Sql;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use support::{Agent, Stack, rt};
-
-const TABLES: [&str; 4] = [
-    "learning_content",
-    "content_fragments",
-    "fragment_assets",
-    "rankings",
-];
-
-fn legacy_file(dir: &Path, spec: &Spec) -> (PathBuf, Summary) {
-    // sqlite-vec registered in this process, for the vec0 table.
-    let _ = Store::open_in_memory().unwrap();
-    let path = dir.join("anki_vector_db.db");
-    let sum = legacy_fixture::generate(&path, spec).unwrap();
-    (path, sum)
-}
-
-fn service_agent(stack: &Stack) -> Agent {
-    let mut agent = Agent::new(stack);
-    agent.token = stack.token("service_role");
-    agent
-}
-
-fn count(stack: &Stack, table: &str) -> i64 {
-    stack.query_i64(&format!("SELECT count(*) FROM {table}"))
-}
-
-fn read_rejects(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn rejected_ids(rejects: &[Value], table: &str) -> BTreeSet<i64> {
-    rejects
-        .iter()
-        .filter(|r| r["table"] == table)
-        .map(|r| r["id"].as_i64().unwrap())
-        .collect()
-}
-
-fn lines(rejects: &[Value], table: &str, column: &str, reason: &str) -> usize {
-    rejects
-        .iter()
-        .filter(|r| {
-            (table == "*" || r["table"] == table)
-                && (column == "*" || r["column"] == column)
-                && r["reason"] == reason
-        })
-        .count()
-}
-
-fn legacy_ids(legacy: &rusqlite::Connection, table: &str) -> BTreeSet<i64> {
-    let mut stmt = legacy.prepare(&format!("SELECT id FROM {table}")).unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn server_ids(stack: &Stack, table: &str) -> BTreeSet<i64> {
-    rt().block_on(stack.pg.query(&format!("SELECT id FROM {table}"), &[]))
-        .unwrap()
-        .iter()
-        .map(|r| i64::from(r.get::<_, i32>(0)))
-        .collect()
-}
-
-fn server_asset_sha(stack: &Stack) -> HashMap<i64, String> {
-    rt().block_on(stack.pg.query(
-        "SELECT id, encode(sha256(asset_data), 'hex') FROM fragment_assets",
-        &[],
-    ))
-    .unwrap()
-    .iter()
-    .map(|r| (i64::from(r.get::<_, i32>(0)), r.get::<_, String>(1)))
-    .collect()
-}
-
-fn legacy_asset_sha(legacy: &rusqlite::Connection) -> HashMap<i64, String> {
-    let mut stmt = legacy
-        .prepare("SELECT id, asset_data FROM fragment_assets")
-        .unwrap();
-    stmt.query_map([], |r| {
-        let bytes: Vec<u8> = r.get(1)?;
-        Ok((r.get(0)?, hex::encode(Sha256::digest(&bytes))))
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
-
-/// Every imported asset's bytes are the legacy bytes.
-fn assert_assets_identical(stack: &Stack, legacy: &rusqlite::Connection) {
-    let source = legacy_asset_sha(legacy);
-    let server = server_asset_sha(stack);
-    for (id, sha) in &server {
-        assert_eq!(Some(sha), source.get(id), "asset {id}");
-    }
-}
-
-fn migrate(agent: &Agent, legacy: &Path, report: &Path, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "migrate",
-        legacy.to_str().unwrap(),
-        "--reject-report",
-        report.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    agent.run_json(&args)
-}
+use support::migration::{
+    assert_assets_identical, assert_each_row_written_once, assert_migration_exact, count,
+    legacy_file, legacy_ids, migrate, read_rejects, rejected_ids, server_ids, service_agent,
+};
+use support::{Agent, Stack, TABLES, rt};
 
 #[test]
 fn a_dirty_legacy_file_migrates_with_exact_rejects_then_reruns_as_a_no_op() {
@@ -154,42 +45,9 @@ fn a_dirty_legacy_file_migrates_with_exact_rejects_then_reruns_as_a_no_op() {
     let rejects = read_rejects(&report);
     assert_eq!(rejects, dry_rejects, "the dry run announced other rejects");
 
-    // Each planted defect is in the report with its reason, exactly.
-    assert_eq!(
-        lines(&rejects, "learning_content", "title", "too_long"),
-        sum.overlong_titles
-    );
-    assert_eq!(lines(&rejects, "*", "*", "invalid_json"), sum.invalid_json);
-    assert_eq!(
-        lines(
-            &rejects,
-            "content_fragments",
-            "learning_content_id",
-            "orphan"
-        ),
-        sum.orphan_fragments
-    );
-    assert_eq!(
-        lines(&rejects, "fragment_assets", "fragment_id", "orphan"),
-        sum.orphan_assets
-    );
-    assert_eq!(
-        lines(&rejects, "rankings", "asset_id", "orphan"),
-        sum.orphan_rankings
-    );
-    assert_eq!(
-        lines(&rejects, "rankings", "rank_score", "score_out_of_range"),
-        sum.scores_out_of_range
-    );
-    assert_eq!(
-        lines(&rejects, "rankings", "rank_score", "score_not_a_number"),
-        sum.scores_not_numbers
-    );
-    assert_eq!(
-        lines(&rejects, "fragment_assets", "asset_data", "empty_blob"),
-        sum.empty_blobs
-    );
-    assert_eq!(lines(&rejects, "*", "*", "server_refused"), 0);
+    // Each planted defect is in the report with its reason, exactly; the
+    // server holds the ids of the rest, their bytes, each row written once.
+    assert_migration_exact(&stack, &legacy, &report, &sum);
 
     // Children of rejected parents are rejected with that reason.
     let bad_content = rejected_ids(&rejects, "learning_content");
@@ -208,19 +66,6 @@ fn a_dirty_legacy_file_migrates_with_exact_rejects_then_reruns_as_a_no_op() {
                 && r["reason"] == "parent_rejected"));
         }
     }
-
-    // Migrated + rejected = source, table by table, and the ids are exact.
-    let source_counts = [sum.contents, sum.fragments, sum.assets, sum.rankings];
-    for (table, source) in TABLES.iter().zip(source_counts) {
-        let rejected = rejected_ids(&rejects, table);
-        let expected: BTreeSet<i64> = legacy_ids(&legacy, table)
-            .difference(&rejected)
-            .copied()
-            .collect();
-        assert_eq!(server_ids(&stack, table), expected, "{table}");
-        assert_eq!(expected.len() + rejected.len(), source, "{table}");
-    }
-    assert_assets_identical(&stack, &legacy);
 
     // Thai text byte for byte, JSON as JSON, scores exactly.
     let server_text: HashMap<i64, (String, String, Option<String>)> = rt()
@@ -453,12 +298,195 @@ fn a_migration_killed_mid_assets_finishes_exactly_on_the_next_run() {
         .collect();
     assert_eq!(resumed["learning_content"], sum.contents as u64);
     assert!(resumed["fragment_assets"] >= 15, "{resumed:?}");
-    for (table, n) in TABLES
-        .iter()
-        .zip([sum.contents, sum.fragments, sum.assets, sum.rankings])
-    {
-        assert_eq!(count(&stack, table), n as i64, "{table}");
-    }
-    assert_assets_identical(&stack, &legacy);
+    assert_migration_exact(&stack, &legacy, &report, &sum);
     assert!(read_rejects(&report).is_empty());
+}
+
+/// The longest a migration may take to stop after its database went away
+/// when it is told to try twice: one wait (the API's Retry-After, 5 s) and
+/// the requests, each answered promptly with 503.
+const GIVE_UP_BUDGET: Duration = Duration::from_secs(30);
+/// The longest a migration riding out an outage of a few seconds may take
+/// after the database is back: its remaining work and at most one more
+/// backoff wait (15 s at the most).
+const RIDE_OUT_BUDGET: Duration = Duration::from_secs(90);
+
+/// A migration started in the background, its output in files.
+struct Background {
+    child: std::process::Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Background {
+    fn start(agent: &Agent, args: &[&str]) -> Background {
+        let (stdout, stderr) = (
+            agent.dir.path().join("migrate.out"),
+            agent.dir.path().join("migrate.err"),
+        );
+        let child = agent
+            .command(args)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("starting local-agent");
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("polling the child").is_none()
+    }
+
+    /// Waits for the end, killing the process and failing past `budget`;
+    /// the exit status, stdout and stderr.
+    fn finish(mut self, budget: Duration) -> (std::process::ExitStatus, String, String) {
+        let deadline = Instant::now() + budget;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "the migration was still running after {budget:?}: {}",
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (
+            status,
+            std::fs::read_to_string(&self.stdout).unwrap(),
+            std::fs::read_to_string(&self.stderr).unwrap(),
+        )
+    }
+}
+
+/// Waits until at least `n` assets are on the server, the migration still
+/// running. Returns how many there are.
+fn wait_for_assets(stack: &Stack, migration: &mut Background, n: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            migration.running(),
+            "the migration ended before the outage: {}",
+            std::fs::read_to_string(&migration.stderr).unwrap_or_default()
+        );
+        let arrived = count(stack, "fragment_assets");
+        if arrived >= n {
+            return arrived;
+        }
+        assert!(Instant::now() < deadline, "assets stopped arriving");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_database_outage_mid_migration_stops_it_cleanly_or_is_ridden_out_and_ends_exact() {
+    let mut stack = Stack::start_isolated();
+    let agent = service_agent(&stack);
+    let spec = Spec {
+        contents: 20,
+        fragments_per_content: 2,
+        assets: 90,
+        asset_bytes: 128 * 1024,
+        rankings: 80,
+        defect_every: 10,
+        vectors: true,
+        seed: 23,
+    };
+    let (legacy_path, sum) = legacy_file(agent.dir.path(), &spec);
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    let args = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "--json",
+            "migrate",
+            legacy_path.to_str().unwrap(),
+            "--reject-report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+
+    // Told to try twice, the migration stops: non-zero exit, a message that
+    // says why and what to do, within the budget.
+    let mut first = Background::start(&agent, &args(&["--tries", "2"]));
+    let before = wait_for_assets(&stack, &mut first, 10);
+    stack.stop_database();
+    let (status, _, stderr) = first.finish(GIVE_UP_BUDGET);
+    stack.restart_database();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the migration stopped before it finished")
+            && stderr.contains("run the same command again")
+            && stderr.contains("kept failing (503")
+            && !stderr.contains("next pull"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    println!("the run told to try twice: {}", stderr.trim());
+    // Nothing lost or doubled so far: what arrived is byte for byte the
+    // legacy file's, each row written once, no ranking ahead of its asset,
+    // and the agent records as arrived only what is on the server.
+    let partial = count(&stack, "fragment_assets");
+    assert!(
+        partial >= before && partial < sum.assets as i64,
+        "{partial}"
+    );
+    assert_eq!(count(&stack, "rankings"), 0);
+    assert_assets_identical(&stack, &legacy);
+    assert_each_row_written_once(&stack);
+    let recorded: BTreeSet<i64> = {
+        let store = agent.mirror();
+        let mut stmt = store
+            .prepare("SELECT id FROM migration_progress WHERE table_name = 'fragment_assets'")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(
+        recorded.is_subset(&server_ids(&stack, "fragment_assets")),
+        "assets recorded as arrived that are not on the server"
+    );
+
+    // With its default patience the re-run rides out an outage of a few
+    // seconds (503 + Retry-After) and ends exact.
+    let mut second = Background::start(&agent, &args(&[]));
+    wait_for_assets(&stack, &mut second, partial + 10);
+    stack.stop_database();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        second.running(),
+        "the migration did not wait for the database"
+    );
+    stack.restart_database();
+    let (status, stdout, stderr) = second.finish(RIDE_OUT_BUDGET);
+    assert!(status.success(), "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    println!(
+        "outage: the first run stopped with {partial} of {} assets; the second rode out {:.1} s without its database",
+        sum.assets,
+        down.elapsed().as_secs_f64()
+    );
+    let resumed = summary["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "fragment_assets")
+        .unwrap()["resumed"]
+        .as_u64()
+        .unwrap();
+    assert!(resumed >= partial as u64, "{summary:#}");
+    assert_migration_exact(&stack, &legacy, &report, &sum);
 }

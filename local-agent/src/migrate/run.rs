@@ -20,6 +20,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::api_failure;
 use super::convert::Repairs;
 use super::read::{self, ASSETS, CONTENT, FRAGMENTS, Plan, RANKINGS, Row};
 use super::report::Reason;
@@ -205,13 +206,16 @@ fn send_rows(
                             Some(detail) => {
                                 plan_rejects.add(table, row.id, "*", Reason::ServerRefused, detail)
                             }
-                            None => return Err(e.into()),
+                            None => {
+                                return Err(api_failure(e))
+                                    .with_context(|| format!("importing {table} {}", row.id));
+                            }
                         },
                     }
                 }
                 ok
             }
-            Err(e) => return Err(e).with_context(|| format!("importing {table}")),
+            Err(e) => return Err(api_failure(e)).with_context(|| format!("importing {table}")),
         };
         run.sent += done.len();
         if let Some(conn) = progress {
@@ -297,7 +301,10 @@ fn send_assets(
                     plan.rejects
                         .add(ASSETS, asset.id, "*", Reason::ServerRefused, detail);
                 }
-                None => return Err(e).with_context(|| format!("importing asset {}", asset.id)),
+                None => {
+                    return Err(api_failure(e))
+                        .with_context(|| format!("importing asset {}", asset.id));
+                }
             },
         }
         pb.inc(asset.size);
@@ -374,7 +381,7 @@ pub fn run(
 ) -> Result<Summary> {
     let started = Instant::now();
     let legacy = read::open(&opts.legacy)?;
-    let mut plan = read::plan(&legacy, opts.repairs)?;
+    let plan = read::plan(&legacy, opts.repairs)?;
     let mut summary = Summary {
         legacy: opts.legacy.clone(),
         dry_run: opts.dry_run,
@@ -397,6 +404,23 @@ pub fn run(
         summary.ok = true;
         return Ok(summary);
     };
+    migrate_into(opts, store, client, &legacy, plan, summary, started).context(
+        "the migration stopped before it finished; run the same command again to resume \
+         (what arrived is recorded and is not sent twice)",
+    )
+}
+
+/// The migration proper, after the plan: send, move the sequences, verify,
+/// pull, copy the cards and vectors.
+fn migrate_into(
+    opts: &Options,
+    store: &mut Store,
+    client: &ApiClient,
+    legacy: &Connection,
+    mut plan: Plan,
+    mut summary: Summary,
+    started: Instant,
+) -> Result<Summary> {
     let source = source_key(&opts.legacy);
     store.conn().execute_batch(PROGRESS_DDL)?;
     let show = opts.progress;
@@ -423,7 +447,7 @@ pub fn run(
     )?);
     runs.push(send_assets(
         client,
-        &legacy,
+        legacy,
         store.conn(),
         &source,
         &mut plan,

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod migration;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
