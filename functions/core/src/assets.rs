@@ -31,22 +31,8 @@ fn store(ctx: &Ctx, id: Option<i32>) -> Handled {
         known.extend(["asset_metadata", "created_at"]);
     }
     let query = Query::parse(ctx.req, &known)?;
-    let limit = ctx.config()?.max_asset_bytes;
-    // Refuse an oversized upload on its declared length, before any work.
-    if let Some(length) = ctx
-        .req
-        .header("content-length")
-        .and_then(|v| v.as_str())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        && length > limit as u64
-    {
-        return Err(too_large(limit));
-    }
-    let bytes = ctx.req.body();
-    if bytes.len() > limit {
-        return Err(too_large(limit));
-    }
-    if bytes.is_empty() {
+    // Its size was enforced while it was read (router::serve).
+    if ctx.body().is_empty() {
         return Err(Problem::invalid(
             "body",
             "is empty; an asset needs its bytes",
@@ -95,7 +81,7 @@ fn store(ctx: &Ctx, id: Option<i32>) -> Handled {
         Assignment {
             column: "asset_data",
             cast: "",
-            value: ParameterValue::Binary(bytes.to_vec()),
+            value: ParameterValue::Binary(ctx.take_body()),
         },
         Assignment {
             column: "content_type",
@@ -119,13 +105,6 @@ fn store(ctx: &Ctx, id: Option<i32>) -> Handled {
     };
     let location = format!("/api/assets/{}", row["id"]);
     Ok(respond::row(201, &row, &etag, Some(&location)))
-}
-
-fn too_large(limit: usize) -> Problem {
-    Problem::new(413)
-        .kind("too-large")
-        .detail(format!("an asset may be at most {limit} bytes"))
-        .field("body", format!("larger than {limit} bytes"))
 }
 
 /// The upload's media type, which must be a `type/subtype`.

@@ -248,7 +248,7 @@ pub fn insert_sql(
 pub fn create(ctx: &Ctx) -> Handled {
     let resource = ctx.resource();
     Query::parse(ctx.req, &[])?;
-    let body = request::json_object(ctx.req)?;
+    let body = request::json_object(ctx)?;
     let assignments = resource.input(&body, Mode::Create)?;
     let mut params = Params::default();
     let sql = format!(
@@ -306,7 +306,7 @@ pub fn update(ctx: &Ctx) -> Handled {
     let resource = ctx.resource();
     Query::parse(ctx.req, &[])?;
     let id = ctx.id("id")?;
-    let body = request::json_object(ctx.req)?;
+    let body = request::json_object(ctx)?;
     let assignments = resource.input(&body, Mode::Update)?;
     let mut params = Params::default();
     let id_param = params.push(ParameterValue::Int32(id));

@@ -30,7 +30,7 @@ pub fn rankings(ctx: &Ctx) -> Handled {
 /// row fails the batch with its position in the field (`rows[3].title`).
 fn batch(ctx: &Ctx, resource: &'static Resource) -> Handled {
     Query::parse(ctx.req, &[])?;
-    let mut body = request::json_object(ctx.req)?;
+    let mut body = request::json_object(ctx)?;
     let rows = match body.remove("rows") {
         Some(Value::Array(rows)) => rows,
         _ => return Err(Problem::invalid("rows", "must be an array of row objects")),

@@ -43,8 +43,8 @@ macro_rules! component {
         #[allow(unsafe_code)]
         mod export {
             #[spin_sdk::http_component]
-            fn handle(req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-                $crate::serve(req, &$routes())
+            async fn handle(req: spin_sdk::http::IncomingRequest) -> spin_sdk::http::Response {
+                $crate::serve(req, &$routes()).await
             }
         }
     };

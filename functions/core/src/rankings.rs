@@ -199,7 +199,7 @@ pub fn put_mine(ctx: &Ctx) -> Handled {
         .int("asset_id", 1, i64::from(i32::MAX))?
         .ok_or_else(|| Problem::bad_request("asset_id", "is required"))? as i32;
     let name = assessor(ctx)?;
-    let body = crate::request::json_object(ctx.req)?;
+    let body = crate::request::json_object(ctx)?;
     for key in body.keys() {
         if !["rank_score", "assessment_notes"].contains(&key.as_str()) {
             return Err(Problem::invalid(

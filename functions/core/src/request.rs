@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 use spin_sdk::http::Request;
 
 use crate::problem::Problem;
+use crate::router::Ctx;
 
 /// The largest JSON body any endpoint takes (an import batch of 500 rows of
 /// long texts fits comfortably).
@@ -85,17 +86,19 @@ impl Query {
 }
 
 /// The body as a JSON object, refusing what is not one with the reason.
-pub fn json_object(req: &Request) -> Result<Map<String, Value>, Problem> {
-    match json_value(req)? {
+pub fn json_object(ctx: &Ctx) -> Result<Map<String, Value>, Problem> {
+    match json_value(ctx)? {
         Value::Object(map) => Ok(map),
         _ => Err(Problem::invalid("body", "must be a JSON object")),
     }
 }
 
-/// The body as JSON: `Content-Type: application/json`, UTF-8, at most
-/// [`MAX_JSON_BYTES`], nested at most 128 deep (serde_json's limit).
-pub fn json_value(req: &Request) -> Result<Value, Problem> {
-    let content_type = req
+/// The body as JSON: `Content-Type: application/json`, UTF-8, nested at
+/// most 128 deep (serde_json's limit). Its size, at most [`MAX_JSON_BYTES`],
+/// was enforced while it was read.
+pub fn json_value(ctx: &Ctx) -> Result<Value, Problem> {
+    let content_type = ctx
+        .req
         .header("content-type")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
@@ -106,16 +109,11 @@ pub fn json_value(req: &Request) -> Result<Value, Problem> {
             .field("Content-Type", "must be application/json")
             .header("accept", "application/json"));
     }
-    let body = req.body();
-    if body.len() > MAX_JSON_BYTES {
-        return Err(
-            Problem::new(413).detail(format!("a JSON body may be at most {MAX_JSON_BYTES} bytes"))
-        );
-    }
+    let body = ctx.body();
     if body.is_empty() {
         return Err(Problem::bad_request("body", "is empty; send a JSON object"));
     }
-    let text = std::str::from_utf8(body)
+    let text = std::str::from_utf8(&body)
         .map_err(|_| Problem::bad_request("body", "is not valid UTF-8"))?;
     serde_json::from_str(text).map_err(|err| {
         Problem::bad_request(

@@ -1,13 +1,15 @@
 //! Dispatching a request to its handler: path patterns, methods, roles.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 
-use spin_sdk::http::{Method, Request, Response};
+use futures::StreamExt;
+use spin_sdk::http::{IncomingRequest, Method, Request, Response};
 
 use crate::auth::{self, Role};
 use crate::config::Config;
 use crate::db::Db;
 use crate::problem::Problem;
+use crate::request;
 use crate::schema::Resource;
 
 /// A handler's result: a response, or the problem to answer instead.
@@ -77,18 +79,54 @@ impl Route {
     }
 }
 
-/// What a handler gets: the request, the matched path parameters, the
-/// caller's role, the configuration and a lazily opened database.
+/// What a route does with a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// None is read: whatever a client sends is left unread.
+    Ignored,
+    /// A JSON document of at most [`request::MAX_JSON_BYTES`].
+    Json,
+    /// Raw bytes of at most the `max_asset_bytes` setting.
+    Asset,
+}
+
+impl Op {
+    pub fn body(self) -> BodyKind {
+        match self {
+            Op::Create | Op::Update | Op::PutMine | Op::ImportRows => BodyKind::Json,
+            Op::Upload | Op::ImportAsset => BodyKind::Asset,
+            _ => BodyKind::Ignored,
+        }
+    }
+}
+
+/// What a handler gets: the request's head, its body, the matched path
+/// parameters, the caller's role, the configuration and a lazily opened
+/// database.
 pub struct Ctx<'a> {
+    /// Method, URI and headers; the body is in [`Ctx::body`].
     pub req: &'a Request,
+    /// Kept apart from `req` so an upload can move its bytes into the
+    /// query parameter instead of copying them.
+    body: RefCell<Vec<u8>>,
     resource: Option<&'static Resource>,
     pub role: Role,
-    params: Vec<(String, String)>,
+    params: PathParams,
     config: OnceCell<Config>,
     db: OnceCell<Db>,
 }
 
 impl Ctx<'_> {
+    /// The request body (empty for routes that read none).
+    pub fn body(&self) -> std::cell::Ref<'_, Vec<u8>> {
+        self.body.borrow()
+    }
+
+    /// The request body, moved out; the context holds an empty one after.
+    pub fn take_body(&self) -> Vec<u8> {
+        self.body.take()
+    }
+
     /// The resource of a generic route.
     pub fn resource(&self) -> &'static Resource {
         self.resource
@@ -138,12 +176,52 @@ impl Ctx<'_> {
 
 /// Serves `req` with the first route whose pattern and method match; HEAD
 /// is served by the GET route (the server drops the body).
-pub fn serve(req: Request, routes: &[Route]) -> Response {
-    let path = req.path().to_owned();
+///
+/// The route and the caller are settled from the head alone; only then is
+/// the body read, in chunks, and refused as soon as it passes the route's
+/// limit. A client cannot make the component buffer more than that limit,
+/// nor make it read anything before its token is checked.
+pub async fn serve(incoming: IncomingRequest, routes: &[Route]) -> Response {
+    let req = Request::builder()
+        .method(incoming.method())
+        .uri(incoming.uri())
+        .headers(incoming.headers())
+        .build();
+    let (route, params) = match select(&req, routes) {
+        Ok(chosen) => chosen,
+        Err(problem) => return problem.into_response(),
+    };
+    let mut ctx = Ctx {
+        req: &req,
+        body: RefCell::default(),
+        resource: route.resource,
+        role: Role::Anon,
+        params,
+        config: OnceCell::new(),
+        db: OnceCell::new(),
+    };
+    let result = match authorise(&mut ctx, route) {
+        Ok(()) => read_body(&ctx, incoming, route.op.body()).await,
+        Err(problem) => Err(problem),
+    };
+    result
+        .and_then(|body| {
+            ctx.body = RefCell::new(body);
+            (route.handler)(&ctx)
+        })
+        .unwrap_or_else(Problem::into_response)
+}
+
+/// A path's `:name` parameters with their values.
+type PathParams = Vec<(String, String)>;
+
+/// The route for the request's method and path, or the 404/405 to answer.
+fn select<'r>(req: &Request, routes: &'r [Route]) -> Result<(&'r Route, PathParams), Problem> {
+    let path = req.path();
     let mut allowed: Vec<&str> = Vec::new();
     let mut chosen = None;
     for route in routes {
-        let Some(params) = match_path(route.pattern, &path) else {
+        let Some(params) = match_path(route.pattern, path) else {
             continue;
         };
         allowed.push(method_name(&route.method));
@@ -153,25 +231,59 @@ pub fn serve(req: Request, routes: &[Route]) -> Response {
             chosen = Some((route, params));
         }
     }
-    let Some((route, params)) = chosen else {
+    chosen.ok_or_else(|| {
         if allowed.is_empty() {
-            return Problem::not_found(format!("nothing is served at {path}")).into_response();
+            return Problem::not_found(format!("nothing is served at {path}"));
         }
         if allowed.contains(&"GET") {
             allowed.push("HEAD");
         }
-        return Problem::method_not_allowed(&allowed).into_response();
+        Problem::method_not_allowed(&allowed)
+    })
+}
+
+/// Reads the body a route of `kind` takes, refusing it with 413 on a
+/// declared length over the limit before reading a byte, or on the first
+/// chunk that passes the limit; what is left is never read.
+async fn read_body(
+    ctx: &Ctx<'_>,
+    incoming: IncomingRequest,
+    kind: BodyKind,
+) -> Result<Vec<u8>, Problem> {
+    let (limit, what) = match kind {
+        BodyKind::Ignored => return Ok(Vec::new()),
+        BodyKind::Json => (request::MAX_JSON_BYTES, "a JSON body"),
+        BodyKind::Asset => (ctx.config()?.max_asset_bytes, "an asset"),
     };
-    let mut ctx = Ctx {
-        req: &req,
-        resource: route.resource,
-        role: Role::Anon,
-        params,
-        config: OnceCell::new(),
-        db: OnceCell::new(),
+    let too_large = || {
+        Problem::new(413)
+            .kind("too-large")
+            .detail(format!("{what} may be at most {limit} bytes"))
+            .field("body", format!("larger than {limit} bytes"))
     };
-    let result = authorise(&mut ctx, route).and_then(|()| (route.handler)(&ctx));
-    result.unwrap_or_else(Problem::into_response)
+    let declared = ctx
+        .req
+        .header("content-length")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut chunks = incoming.into_body_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|err| {
+            Problem::bad_request(
+                "body",
+                format!("could not be read to its end: {}", err.to_debug_string()),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn authorise(ctx: &mut Ctx, route: &Route) -> Result<(), Problem> {
@@ -191,7 +303,7 @@ fn authorise(ctx: &mut Ctx, route: &Route) -> Result<(), Problem> {
 }
 
 /// Matches `/api/content/:id` against `/api/content/12`.
-fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+fn match_path(pattern: &str, path: &str) -> Option<PathParams> {
     let mut params = Vec::new();
     let mut pattern_parts = pattern.split('/');
     let mut path_parts = path.split('/');

@@ -55,7 +55,7 @@ impl Case {
 }
 
 /// Counts and digests of every table: "unchanged" is equality of these.
-async fn state(app: &App) -> Vec<String> {
+pub(crate) async fn state(app: &App) -> Vec<String> {
     let sql = app.sql().await;
     let mut out = Vec::new();
     for table in [

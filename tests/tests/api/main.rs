@@ -14,6 +14,7 @@ mod content;
 mod feed;
 mod fuzz;
 mod import;
+mod limits;
 mod openapi;
 mod outage;
 mod rankings;

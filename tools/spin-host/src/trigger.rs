@@ -81,7 +81,8 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(handle(&app, req, client).await) }
         });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let io = TokioIo::new(Lingering(Some(stream)));
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -97,6 +98,90 @@ pub async fn serve(
         tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// How long a closed connection keeps swallowing what its client still
+/// sends (see [`Lingering`]). Bounded by time, not bytes, as nginx's
+/// `lingering_time`: a client that writes its whole body before it reads
+/// (most do) must get to the answer.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// A client connection that lingers when it is closed, as nginx's
+/// `lingering_close` does. A component may answer (say, 413) without reading
+/// the request body; closing a socket with unread bytes makes the kernel
+/// send a reset, which destroys the answer in the client's receive buffer
+/// before the client reads it. So the write side is shut first and what
+/// still arrives is read and dropped, for at most [`LINGER_TIME`], before
+/// the socket is closed.
+struct Lingering(Option<tokio::net::TcpStream>);
+
+impl Lingering {
+    fn stream(self: std::pin::Pin<&mut Self>) -> std::pin::Pin<&mut tokio::net::TcpStream> {
+        std::pin::Pin::new(self.get_mut().0.as_mut().expect("open until dropped"))
+    }
+}
+
+impl tokio::io::AsyncRead for Lingering {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Lingering {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.stream().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.stream().poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.stream().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some(mut stream), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            let deadline = tokio::time::Instant::now() + LINGER_TIME;
+            let mut buf = vec![0; 64 << 10];
+            while let Ok(Ok(1..)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {}
+        });
+    }
 }
 
 /// Handles one request and writes one log line for it.

@@ -1,0 +1,286 @@
+//! Resource limits: a body over a route's limit is refused before it is
+//! read whole, whether its length is declared or it comes chunked, and
+//! nothing is read at all for a caller whose token fails.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::bad_input::state;
+use crate::{App, MAX_ASSET_BYTES, problem, token};
+
+/// What each hostile body would send if it were read to its end: far
+/// beyond any limit, so reading it whole would take minutes and gigabytes.
+const ENDLESS: u64 = 4 << 30;
+
+/// How much of a refused body may have left the client: the route's limit
+/// plus what the sockets and the host buffer on the way.
+const SLACK: u64 = 16 << 20;
+
+struct Outcome {
+    status: u16,
+    content_type: Option<String>,
+    body: serde_json::Value,
+    /// Body bytes written to the socket before the answer came.
+    sent: u64,
+}
+
+/// Sends a body of [`ENDLESS`] bytes, chunked or with its length declared,
+/// over a raw connection that behaves as RFC 9112 §9.6 asks of a client:
+/// it keeps watching for an answer while it writes and stops writing as
+/// soon as one arrives. What it wrote by then is what the server let in
+/// (bounded by the kernel's socket buffers), so a server that read the
+/// body whole would show here as gigabytes or a timeout.
+async fn send_endless(
+    app: &App,
+    method: &str,
+    path: &str,
+    auth: Option<String>,
+    content_type: &str,
+    declared: bool,
+) -> Outcome {
+    let mut stream = tokio::net::TcpStream::connect(app.server.addr)
+        .await
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: {content_type}\r\n",
+        app.server.addr
+    );
+    head += &if declared {
+        format!("content-length: {ENDLESS}\r\n")
+    } else {
+        "transfer-encoding: chunked\r\n".to_owned()
+    };
+    if let Some(auth) = auth {
+        head += &format!("authorization: {auth}\r\n");
+    }
+    head += "\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+
+    const CHUNK: usize = 64 << 10;
+    let frame: Vec<u8> = if declared {
+        vec![b'x'; CHUNK]
+    } else {
+        [format!("{CHUNK:x}\r\n").as_bytes(), &[b'x'; CHUNK], b"\r\n"].concat()
+    };
+    let mut sent = 0u64;
+    let mut offset = 0;
+    let mut refused = false;
+    let mut response = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let writing = response.is_empty() && !refused && sent < ENDLESS;
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(deadline) => panic!("no answer within a minute: the body must not be read whole"),
+            ready = stream.readable() => {
+                ready.unwrap();
+                match stream.try_read_buf(&mut response) {
+                    Ok(0) => break parse(&response).expect("the server closed before answering"),
+                    Ok(_) => if let Some(answer) = parse(&response) { break answer },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("reading the answer: {e}"),
+                }
+            }
+            ready = stream.writable(), if writing => {
+                ready.unwrap();
+                match stream.try_write(&frame[offset..]) {
+                    Ok(n) => {
+                        offset += n;
+                        if offset == frame.len() {
+                            offset = 0;
+                            sent += CHUNK as u64;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // The server stopped reading and closed: the answer is
+                    // in the receive buffer or on its way.
+                    Err(_) => refused = true,
+                }
+            }
+        }
+    };
+    Outcome { sent, ..answer }
+}
+
+/// A whole HTTP/1.1 answer, once all of it is in.
+fn parse(bytes: &[u8]) -> Option<Outcome> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&bytes[..end]).expect("an ASCII head");
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut content_type = None;
+    let mut length = 0;
+    let mut chunked = false;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            match name.to_ascii_lowercase().as_str() {
+                "content-type" => content_type = Some(value.trim().to_owned()),
+                "content-length" => length = value.trim().parse().ok()?,
+                "transfer-encoding" => chunked = value.trim().eq_ignore_ascii_case("chunked"),
+                _ => {}
+            }
+        }
+    }
+    let body = if chunked {
+        dechunk(&bytes[end..])?
+    } else {
+        bytes.get(end..end + length)?.to_vec()
+    };
+    Some(Outcome {
+        status,
+        content_type,
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        sent: 0,
+    })
+}
+
+/// A chunked body up to its last chunk; `None` until that has arrived.
+fn dechunk(mut bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = bytes.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&bytes[..line]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(bytes.get(line + 2..line + 2 + size)?);
+        bytes = bytes.get(line + 2 + size + 2..)?;
+    }
+}
+
+fn bearer(role: &str) -> Option<String> {
+    Some(format!("Bearer {}", token(role)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_the_limit_are_refused_before_they_are_read_whole() {
+    let app = App::start().await;
+    let (_, fragments) = app.content_with_fragments(1).await;
+    let upload = format!("/api/assets?fragment_id={}&asset_type=audio", fragments[0]);
+    let before = state(&app).await;
+
+    let import = format!("{upload}&created_by=legacy");
+    let json = api_core::request::MAX_JSON_BYTES as u64;
+    let asset = MAX_ASSET_BYTES as u64;
+    // (method, route, role, content type, limit of that route)
+    let routes = [
+        (
+            "POST",
+            upload.as_str(),
+            "authenticated",
+            "audio/mpeg",
+            asset,
+        ),
+        (
+            "PUT",
+            &import.replace("/api/assets?", "/api/import/assets/900?"),
+            "service_role",
+            "audio/mpeg",
+            asset,
+        ),
+        (
+            "POST",
+            "/api/content",
+            "authenticated",
+            "application/json",
+            json,
+        ),
+        (
+            "PATCH",
+            "/api/content/1",
+            "authenticated",
+            "application/json",
+            json,
+        ),
+        (
+            "PUT",
+            "/api/rankings/mine",
+            "authenticated",
+            "application/json",
+            json,
+        ),
+        (
+            "POST",
+            "/api/import/content",
+            "service_role",
+            "application/json",
+            json,
+        ),
+    ];
+    for (method, path, role, content_type, limit) in routes {
+        for declared in [true, false] {
+            let out = send_endless(&app, method, path, bearer(role), content_type, declared).await;
+            let what = format!(
+                "{method} {path} ({})",
+                if declared {
+                    "length declared"
+                } else {
+                    "chunked"
+                }
+            );
+            assert_eq!(out.status, 413, "{what}: {}", out.body);
+            assert_eq!(
+                out.content_type.as_deref(),
+                Some("application/problem+json"),
+                "{what}"
+            );
+            assert_eq!(
+                out.body["errors"][0]["field"], "body",
+                "{what}: {}",
+                out.body
+            );
+            assert!(
+                out.body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&limit.to_string()),
+                "{what}: {}",
+                out.body
+            );
+            let ceiling = if declared { SLACK } else { limit + SLACK };
+            assert!(
+                out.sent < ceiling,
+                "{what}: {} bytes left the client before the refusal (ceiling {ceiling})",
+                out.sent
+            );
+        }
+    }
+    // A caller without a valid token gets nothing read at all.
+    for auth in [None, Some("Bearer not-a-token".to_owned()), bearer("anon")] {
+        let out = send_endless(&app, "POST", &upload, auth.clone(), "audio/mpeg", false).await;
+        assert!(matches!(out.status, 401 | 403), "{auth:?}: {}", out.body);
+        assert!(out.sent < SLACK, "{auth:?}: {} bytes read", out.sent);
+    }
+    assert_eq!(
+        state(&app).await,
+        before,
+        "a refused body changed the database"
+    );
+
+    // The limits are limits, not bans: a body just under one is taken.
+    let just_under = Bytes::from(vec![7u8; MAX_ASSET_BYTES]);
+    let reply = app
+        .call(
+            Some("authenticated"),
+            "POST",
+            &upload,
+            &[("content-type", "audio/mpeg")],
+            just_under,
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let over = Bytes::from(vec![7u8; MAX_ASSET_BYTES + 1]);
+    let reply = app
+        .call(
+            Some("authenticated"),
+            "POST",
+            &upload,
+            &[("content-type", "audio/mpeg")],
+            over,
+        )
+        .await;
+    problem(&reply, 413);
+}
