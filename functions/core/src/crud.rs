@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spin_sdk::http::{Method, Response};
-use spin_sdk::pg4::ParameterValue;
+use spin_sdk::pg4::{ParameterValue, RowSet};
 
 use crate::auth::Role;
 use crate::cursor;
@@ -12,9 +12,16 @@ use crate::request::{self, Query};
 use crate::respond;
 use crate::router::{Ctx, Handled, Op, Route};
 use crate::schema::{Assignment, Filter, Mode, Resource};
+use crate::value;
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
+
+/// The most row text one page of a list carries. A Spin host refuses a
+/// query result over 128 MiB, and 500 rows of long texts can pass that: a
+/// page is cut short at this budget instead (always keeping its first
+/// row), and its cursor leads to the rest.
+pub const PAGE_BYTES: i64 = 32 << 20;
 
 /// The five routes of a resource: `/api/<path>` and `/api/<path>/:id`.
 /// `get` is the single-row handler (content swaps in its `expand`).
@@ -102,18 +109,18 @@ pub fn list(ctx: &Ctx) -> Handled {
     } else {
         format!("WHERE {}", conditions.join(" AND "))
     };
-    let sql = format!(
-        "SELECT {} FROM {} AS t {where_clause} ORDER BY t.id LIMIT {}",
-        resource.select_list(),
-        resource.table,
-        params.push(ParameterValue::Int64(limit + 1)),
+    let sql = page_sql(
+        resource,
+        &where_clause,
+        &params.push(ParameterValue::Int64(limit + 1)),
+        &mut params,
     );
     let rows = ctx.db()?.query(&sql, &params.values)?;
     let mut items = Vec::with_capacity(rows.rows.len());
     for index in 0..rows.rows.len().min(limit as usize) {
         items.push(resource.row_json(&rows, index)?.0);
     }
-    let next = if rows.rows.len() as i64 > limit {
+    let next = if rows.rows.len() as i64 > limit || cut_short(&rows)? {
         let last = items
             .last()
             .and_then(|item| item["id"].as_i64())
@@ -123,6 +130,42 @@ pub fn list(ctx: &Ctx) -> Handled {
         Value::Null
     };
     Ok(respond::json(200, &json!({ "items": items, "next": next })))
+}
+
+/// A keyset page of `resource` in id order: at most `limit` rows (a
+/// placeholder) matching `where_clause`, and no more rows than fit in
+/// [`PAGE_BYTES`], always at least one. Read [`cut_short`] on the result.
+pub fn page_sql(
+    resource: &Resource,
+    where_clause: &str,
+    limit: &str,
+    params: &mut Params,
+) -> String {
+    let budget = params.push(ParameterValue::Int64(PAGE_BYTES));
+    // The running total and the look at the next row are windows in the
+    // page's own order, so the index scan still stops at the LIMIT (plus
+    // the one row `lead` looks ahead to).
+    format!(
+        "SELECT {select}, t._more AND t._before + t._bytes >= {budget} AS _full FROM (
+             SELECT {columns}, {size} AS _bytes, sum({size}) OVER w - {size} AS _before,
+                    lead(t.id) OVER w IS NOT NULL AS _more
+             FROM {table} AS t {where_clause}
+             WINDOW w AS (ORDER BY t.id) ORDER BY t.id LIMIT {limit}
+         ) AS t WHERE t._before < {budget} ORDER BY t.id",
+        select = resource.select_list(),
+        columns = resource.columns(),
+        size = resource.size_expr(),
+        table = resource.table,
+    )
+}
+
+/// Whether a [`page_sql`] page stopped at the byte budget, with rows left
+/// that would otherwise have been on it.
+pub fn cut_short(rows: &RowSet) -> Result<bool, Problem> {
+    Ok(match rows.rows.last() {
+        Some(row) => value::boolean(&row[value::column(rows, "_full")], "_full")? == Some(true),
+        None => false,
+    })
 }
 
 fn filter_condition(

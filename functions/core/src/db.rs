@@ -20,6 +20,10 @@ pub enum DbFailure {
     Unavailable,
     /// The server reported an error with this SQLSTATE.
     Sql(String),
+    /// The result passed the host's cap on one query result (128 MiB on
+    /// Spin). Lists and asset bytes are read in pieces below it, so only a
+    /// single row written around the API can get here.
+    TooLarge,
     /// Anything else (a bad parameter, a conversion the host refused).
     Other,
 }
@@ -53,6 +57,7 @@ pub fn classify(err: &PgError) -> DbFailure {
             }
             Some(code) => DbFailure::Sql(code),
             None if is_connection_text(err) => DbFailure::Unavailable,
+            None if is_size_cap_text(err) => DbFailure::TooLarge,
             None => DbFailure::Other,
         },
     }
@@ -67,6 +72,11 @@ fn is_connection_text(err: &PgError) -> bool {
         }
         _ => false,
     }
+}
+
+/// Spin's (and the bundled host's) words for a result over its cap.
+fn is_size_cap_text(err: &PgError) -> bool {
+    matches!(err, PgError::QueryFailed(QueryError::Text(t)) if t.contains("exceeds limit"))
 }
 
 /// A server-reported error's extra field (`constraint`, `column`, `table`),
@@ -166,6 +176,14 @@ pub fn problem(err: &PgError) -> Problem {
                 Problem::new(500).detail("the database reported an unexpected error")
             }
         },
+        DbFailure::TooLarge => {
+            log(err);
+            // 507: the server cannot hold the representation; asking again
+            // will not help, and the request itself was fine.
+            Problem::new(507).kind("too-large").detail(
+                "the answer would pass the size a component may read from the database in one query",
+            )
+        }
         DbFailure::Other => {
             log(err);
             Problem::new(500).detail("the database reported an unexpected error")
@@ -267,6 +285,11 @@ mod tests {
             DbFailure::Unavailable
         );
         assert_eq!(classify(&db_error("57P01")), DbFailure::Unavailable);
+        let capped = PgError::QueryFailed(QueryError::Text(
+            "query result exceeds limit of 134217728 bytes".into(),
+        ));
+        assert_eq!(classify(&capped), DbFailure::TooLarge);
+        assert_eq!(problem(&capped).status, 507);
         assert_eq!(classify(&db_error("08006")), DbFailure::Unavailable);
         let p = problem(&PgError::ConnectionFailed("postgres://secret@host".into()));
         assert_eq!(p.status, 503);

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
 
+use crate::crud::{self, Params};
 use crate::cursor;
 use crate::db::Db;
 use crate::problem::Problem;
@@ -85,18 +86,22 @@ fn snapshot_page(
     while table < ALL.len() && (changes.len() as i64) < limit {
         let resource = ALL[table];
         let want = limit - changes.len() as i64;
-        let rows = db.query(
-            &format!(
-                "SELECT {} FROM {} AS t WHERE t.id > $1 ORDER BY t.id LIMIT $2",
-                resource.select_list(),
-                resource.table
-            ),
-            &[ParameterValue::Int32(after), ParameterValue::Int64(want)],
-        )?;
+        let mut params = Params::default();
+        let sql = crud::page_sql(
+            resource,
+            &format!("WHERE t.id > {}", params.push(ParameterValue::Int32(after))),
+            &params.push(ParameterValue::Int64(want)),
+            &mut params,
+        );
+        let rows = db.query(&sql, &params.values)?;
         for index in 0..rows.rows.len() {
             let (row, _) = resource.row_json(&rows, index)?;
             after = row["id"].as_i64().unwrap_or_default() as i32;
             changes.push(json!({"table": resource.table, "op": "upsert", "id": after, "row": row}));
+        }
+        if crud::cut_short(&rows)? {
+            // A page of long rows: the rest of this table comes next.
+            break;
         }
         if (rows.rows.len() as i64) < want {
             table += 1;

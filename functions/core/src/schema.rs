@@ -423,15 +423,25 @@ impl Resource {
         parts.join(", ")
     }
 
-    /// A digest of every field: changes whenever the representation does,
-    /// and can be compared inside an UPDATE for If-Match without a race.
-    pub fn etag_expr(&self) -> String {
+    /// Every field's column, for a subquery that the select list reads from.
+    pub fn columns(&self) -> String {
         let columns: Vec<String> = self
             .fields
             .iter()
             .map(|f| format!("t.{}", f.column))
             .collect();
-        format!("md5(ROW({})::text)", columns.join(", "))
+        columns.join(", ")
+    }
+
+    /// A row's size as text, about what it weighs in a query result.
+    pub fn size_expr(&self) -> String {
+        format!("octet_length(ROW({})::text)", self.columns())
+    }
+
+    /// A digest of every field: changes whenever the representation does,
+    /// and can be compared inside an UPDATE for If-Match without a race.
+    pub fn etag_expr(&self) -> String {
+        format!("md5(ROW({})::text)", self.columns())
     }
 
     /// One result row as its JSON representation, with its ETag.

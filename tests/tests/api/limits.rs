@@ -284,3 +284,141 @@ async fn bodies_over_the_limit_are_refused_before_they_are_read_whole() {
         .await;
     problem(&reply, 413);
 }
+
+/// Follows `next` (lists) or `next_cursor` (the feed) from `first` to the
+/// end, returning each page's body.
+async fn all_pages(app: &App, first: &str, feed: bool) -> Vec<serde_json::Value> {
+    let mut pages = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let reply = app.get(&path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let page = reply.json();
+        let next = if feed {
+            (page["phase"] == "snapshot").then(|| page["next_cursor"].as_str().unwrap().to_owned())
+        } else {
+            page["next"].as_str().map(str::to_owned)
+        };
+        pages.push(page);
+        let Some(cursor) = next else { break pages };
+        let base = first.split('?').next().unwrap();
+        path = format!("{base}?limit=500&cursor={cursor}");
+        assert!(pages.len() < 100, "the pages never end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_past_the_hosts_cap_are_paged_or_refused_never_crashed_on() {
+    let app = App::start().await;
+    let sql = app.sql().await;
+    // 40 contents of 4 MiB each: 160 MiB, past the 128 MiB a Spin host
+    // lets one query return, all of which a 500-row page would ask for.
+    const ROWS: usize = 40;
+    let thai = "ก".repeat((4 << 20) / 3);
+    for n in 0..ROWS {
+        sql.execute(
+            "INSERT INTO learning_content (title, content_type, native_text, translation, ipa)
+             VALUES ($1, 'article', $2, 'long', 'long')",
+            &[&format!("long {n}"), &thai],
+        )
+        .await
+        .unwrap();
+    }
+
+    let pages = all_pages(&app, "/api/content?limit=500", false).await;
+    let mut ids: Vec<i64> = Vec::new();
+    for page in &pages {
+        let items = page["items"].as_array().unwrap();
+        assert!(!items.is_empty(), "a page without rows before the end");
+        assert!(
+            items.len() as i64 * (4 << 20) <= api_core::crud::PAGE_BYTES,
+            "{} rows of 4 MiB on one page",
+            items.len()
+        );
+        for item in items {
+            assert_eq!(item["native_text"].as_str().unwrap().len(), thai.len());
+            ids.push(item["id"].as_i64().unwrap());
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "a row came twice");
+    assert_eq!(ids.len(), ROWS, "rows lost between pages");
+    assert!(pages.len() >= 5, "only {} pages for 160 MiB", pages.len());
+
+    // The feed's snapshot pages the same way.
+    let pages = all_pages(&app, "/api/changes?limit=1000", true).await;
+    let snapshot: Vec<i64> = pages
+        .iter()
+        .flat_map(|p| p["changes"].as_array().unwrap().clone())
+        .filter(|c| c["table"] == "learning_content")
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        snapshot, ids,
+        "the snapshot lost, repeated or reordered rows"
+    );
+    assert!(
+        pages.len() >= 5,
+        "only {} feed pages for 160 MiB",
+        pages.len()
+    );
+
+    // An asset far larger than one read slice comes back byte for byte,
+    // whole and as a range across a slice boundary.
+    let (_, fragments) = app.content_with_fragments(1).await;
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let big: Vec<u8> = (0..40 << 20)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    let asset: i32 = sql
+        .query_one(
+            "INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type)
+             VALUES ($1, 'audio', $2, 'audio/wav') RETURNING id",
+            &[&(fragments[0] as i32), &big],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let whole = app.get(&format!("/api/assets/{asset}/data")).await;
+    assert_eq!(whole.status, 200);
+    assert!(
+        whole.body[..] == big[..],
+        "the 40 MiB asset came back changed"
+    );
+    let (first, last) = ((16 << 20) - 100, (16 << 20) + 100);
+    let part = app
+        .call(
+            Some("anon"),
+            "GET",
+            &format!("/api/assets/{asset}/data"),
+            &[("range", &format!("bytes={first}-{last}"))],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(part.status, 206);
+    assert!(part.body[..] == big[first..=last]);
+
+    // One row past the cap cannot be paged: it is refused with a problem,
+    // and the host goes on serving.
+    let huge: i32 = sql
+        .query_one(
+            "INSERT INTO learning_content (title, content_type, native_text, translation, ipa)
+             VALUES ('huge', 'article', repeat('x', 130 << 20), 'x', 'x') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let refused = app.get(&format!("/api/content/{huge}")).await;
+    let body = problem(&refused, 507);
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    let after = app.get(&format!("/api/content/{}", ids[0])).await;
+    assert_eq!(after.status, 200);
+}
