@@ -161,17 +161,22 @@ async fn bad_tokens_get_401_and_weak_roles_403() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_protected_route_refuses_every_bad_credential() {
-    let app = App::start().await;
+/// Authorization headers no protected route may accept (None: no header).
+pub(crate) fn bad_credentials() -> Vec<(&'static str, Option<String>)> {
     let exp = now() + 600;
-    let bad: Vec<(&str, Option<String>)> = vec![
+    vec![
         ("no token", None),
         ("malformed", Some("Bearer x.y.z".to_owned())),
         ("expired", Some(format!("Bearer {}", signed(Algorithm::HS256, SECRET, json!({"role": "service_role", "exp": now() - 60}))))),
         ("bad signature", Some(format!("Bearer {}", signed(Algorithm::HS256, "wrong-secret-wrong-secret-wrong", json!({"role": "service_role", "exp": exp}))))),
         ("alg none", Some("Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIiwiZXhwIjo5OTk5OTk5OTk5fQ.".to_owned())),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_protected_route_refuses_every_bad_credential() {
+    let app = App::start().await;
+    let bad = bad_credentials();
     let mut tried = 0;
     for (_, routes) in api_core::routes::all() {
         for route in routes {

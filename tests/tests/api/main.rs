@@ -15,6 +15,7 @@ mod feed;
 mod fuzz;
 mod import;
 mod limits;
+mod logging;
 mod openapi;
 mod outage;
 mod rankings;
@@ -54,19 +55,9 @@ impl App {
     }
 
     async fn serve(db_url: String, port: u16, cluster: Option<throwaway_pg::Cluster>) -> App {
-        let db_host = format!("127.0.0.1:{port}");
-        let max = MAX_ASSET_BYTES.to_string();
-        let server = Server::start(
-            &project_manifest(),
-            &sources(&[
-                ("db_url", &db_url),
-                ("db_host", &db_host),
-                ("jwt_secret", SECRET),
-                ("max_asset_bytes", &max),
-            ]),
-        )
-        .await
-        .expect("serving spin.toml");
+        let server = Server::start(&project_manifest(), &app_sources(&db_url, port))
+            .await
+            .expect("serving spin.toml");
         App {
             server,
             db_url,
@@ -152,6 +143,19 @@ impl App {
         }
         (id, ids)
     }
+}
+
+/// The variables the tests serve spin.toml with, over the database at
+/// `db_url` on a server listening on `port`.
+pub fn app_sources(db_url: &str, port: u16) -> spin_host::variables::Sources {
+    let db_host = format!("127.0.0.1:{port}");
+    let max = MAX_ASSET_BYTES.to_string();
+    sources(&[
+        ("db_url", db_url),
+        ("db_host", &db_host),
+        ("jwt_secret", SECRET),
+        ("max_asset_bytes", &max),
+    ])
 }
 
 /// A valid HS256 token for `role`, an hour long.

@@ -173,38 +173,50 @@ impl Server {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Reply {
-        let stream = tokio::net::TcpStream::connect(self.addr)
+        send_to(self.addr, method, path, headers, body).await
+    }
+}
+
+/// One request on a connection of its own to a server at `addr`, its
+/// answer read whole.
+pub async fn send_to(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting to the host");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .expect("connecting to the host");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("HTTP handshake");
-        tokio::spawn(conn);
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = sender
-            .send_request(req.body(Full::new(body)).expect("request"))
-            .await
-            .expect("sending the request");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .expect("reading the body")
-            .to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+            .expect("HTTP handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = sender
+        .send_request(req.body(Full::new(body)).expect("request"))
+        .await
+        .expect("sending the request");
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .expect("reading the body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
     }
 }
 

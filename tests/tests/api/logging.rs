@@ -1,0 +1,150 @@
+//! Tokens never reach a log. The host runs in a child process (this test
+//! binary again, running [`child_server`]) with every log at its most
+//! talkative, so both the host's own lines and what the components write
+//! to stderr are captured, while every route is called with good and bad
+//! tokens, in the header and in the query string.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+
+use crate::auth::bad_credentials;
+use crate::support::{Server, project_manifest, send_to};
+use crate::{app_sources, token};
+
+const CHILD_DB: &str = "API_TESTS_LOGGING_CHILD_DB";
+const CHILD_PORT: &str = "API_TESTS_LOGGING_CHILD_PORT";
+
+/// The server half of [`tokens_never_reach_the_logs`]: does nothing unless
+/// that test started it.
+#[test]
+#[ignore = "started by tokens_never_reach_the_logs in a child process"]
+fn child_server() {
+    let (Ok(db_url), Ok(port)) = (std::env::var(CHILD_DB), std::env::var(CHILD_PORT)) else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter("trace,wasmtime=info,cranelift=info,wasmtime_cranelift=info")
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = Server::start(
+            &project_manifest(),
+            &app_sources(&db_url, port.parse().unwrap()),
+        )
+        .await
+        .expect("serving spin.toml");
+        println!("listening {}", server.addr);
+        // Serve until the parent closes stdin (or kills this process).
+        tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new()))
+            .await
+            .unwrap()
+            .unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_never_reach_the_logs() {
+    let db_url = integration_tests::db::fresh_database().await;
+    let port = integration_tests::db::cluster().port();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "logging::child_server",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_DB, &db_url)
+        .env(CHILD_PORT, port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        BufReader::new(stderr).read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut early = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the child ended: {early}"
+        );
+        if let Some(addr) = line.trim().strip_prefix("listening ") {
+            break addr.parse().unwrap();
+        }
+        early += &line;
+    };
+
+    let mut credentials = bad_credentials();
+    for role in ["anon", "authenticated", "service_role"] {
+        credentials.push(("valid", Some(format!("Bearer {}", token(role)))));
+    }
+    let in_url = token("service_role");
+    let mut requests = 0;
+    for (_, routes) in api_core::routes::all() {
+        for route in routes {
+            let path = route.pattern.replace(":id", "1");
+            let method = api_core::router::method_name(&route.method);
+            for (_, header) in &credentials {
+                let mut headers = vec![("content-type", "application/json")];
+                if let Some(h) = header {
+                    headers.push(("authorization", h.as_str()));
+                }
+                // A body that would fail validation, so the error paths log too.
+                let body = Bytes::from_static(b"{\"title\": 42}");
+                send_to(addr, method.parse().unwrap(), &path, &headers, body).await;
+                requests += 1;
+            }
+            // Clients that put the token in the URL.
+            send_to(
+                addr,
+                method.parse().unwrap(),
+                &format!("{path}?access_token={in_url}"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+            requests += 1;
+        }
+    }
+
+    drop(child.stdin.take());
+    let _ = child.kill();
+    child.wait().unwrap();
+    let mut log = stderr.join().unwrap();
+    stdout.read_to_string(&mut log).unwrap();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("spin_host::request"))
+        .count();
+    assert!(
+        logged >= requests,
+        "only {logged} request lines for {requests} requests: the capture is broken\n{log}"
+    );
+    let mut secrets: Vec<String> = credentials
+        .iter()
+        .filter_map(|(_, h)| h.as_deref()?.strip_prefix("Bearer ").map(str::to_owned))
+        .collect();
+    secrets.push(in_url);
+    for secret in &secrets {
+        // Any of a JWT's parts is enough to rebuild or replay it.
+        for part in secret.split('.').filter(|p| p.len() > 8) {
+            assert!(
+                !log.contains(part),
+                "a token part was logged: {part}\n{log}"
+            );
+        }
+    }
+    println!(
+        "{requests} requests, {} log lines, no token in them",
+        log.lines().count()
+    );
+}
