@@ -337,3 +337,55 @@ fn completions_are_generated_for_common_shells() {
         );
     }
 }
+
+#[test]
+fn tokens_are_never_printed() {
+    let stack = support::Stack::start();
+    support::seed(&stack, 3);
+    let mut agent = support::Agent::new(&stack);
+    let (legacy, _) =
+        support::migration::legacy_file(agent.dir.path(), &legacy_fixture::Spec::small(7));
+    let legacy = legacy.to_str().unwrap().to_owned();
+    let good = stack.token("authenticated");
+    let forged = {
+        // The right shape with a signature the server will refuse.
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        parts[2] = parts[2].chars().rev().collect();
+        parts.join(".")
+    };
+    let mut said = String::new();
+    let mut failures = 0;
+    for token in [&good, &forged] {
+        agent.token = token.clone();
+        for args in [
+            &["config"][..],
+            &["--json", "config"],
+            &["status"],
+            &["--json", "pull"],
+            &["pull"],
+            &["search", "น้ำ"],
+            // Not a service-role token: refused by the import endpoints.
+            &["migrate", &legacy],
+            &["--json", "migrate", &legacy],
+        ] {
+            let out = agent.run(args);
+            failures += usize::from(!out.status.success());
+            said += &text(&out.stdout);
+            said += &text(&out.stderr);
+        }
+    }
+    // The forged token and the migrations must have failed, and said why.
+    assert!(failures >= 6, "{failures} failures\n{said}");
+    assert!(
+        said.contains("401") || said.to_lowercase().contains("token"),
+        "{said}"
+    );
+    for token in [&good, &forged] {
+        for part in token.split('.') {
+            assert!(
+                !said.contains(part),
+                "a token part was printed: {part}\n{said}"
+            );
+        }
+    }
+}
