@@ -144,12 +144,12 @@ pub fn page_sql(
     let budget = params.push(ParameterValue::Int64(PAGE_BYTES));
     // The running total and the look at the next row are windows in the
     // page's own order, so the index scan still stops at the LIMIT (plus
-    // the one row `lead` looks ahead to).
+    // the one row `lead` looks ahead to); each row's size is computed once.
     format!(
         "SELECT {select}, t._more AND t._before + t._bytes >= {budget} AS _full FROM (
-             SELECT {columns}, {size} AS _bytes, sum({size}) OVER w - {size} AS _before,
+             SELECT t.*, sum(t._bytes) OVER w - t._bytes AS _before,
                     lead(t.id) OVER w IS NOT NULL AS _more
-             FROM {table} AS t {where_clause}
+             FROM (SELECT {columns}, {size} AS _bytes FROM {table} AS t {where_clause}) AS t
              WINDOW w AS (ORDER BY t.id) ORDER BY t.id LIMIT {limit}
          ) AS t WHERE t._before < {budget} ORDER BY t.id",
         select = resource.select_list(),
