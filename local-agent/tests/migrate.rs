@@ -15,8 +15,9 @@ use local_agent::store::{SourceKind, Store};
 use rusqlite::types::Value as Sql;
 use serde_json::{Value, json};
 use support::migration::{
-    assert_assets_identical, assert_each_row_written_once, assert_migration_exact, count,
-    legacy_file, legacy_ids, migrate, read_rejects, rejected_ids, server_ids, service_agent,
+    assert_assets_identical, assert_each_row_written_once, assert_migration_exact,
+    assert_server_holds_the_legacy_rows, count, legacy_file, legacy_ids, migrate, read_rejects,
+    rejected_ids, server_ids, service_agent,
 };
 use support::{Agent, Stack, TABLES, rt};
 
@@ -489,4 +490,52 @@ fn a_database_outage_mid_migration_stops_it_cleanly_or_is_ridden_out_and_ends_ex
         .unwrap();
     assert!(resumed >= partial as u64, "{summary:#}");
     assert_migration_exact(&stack, &legacy, &report, &sum);
+}
+
+#[test]
+fn rows_recorded_as_arrived_but_gone_from_the_server_are_sent_again() {
+    // The database restored from a backup taken before the migration ended
+    // (or the same store pointed at another server): the store's progress
+    // says rows arrived that the server does not hold. The verification
+    // finds them missing; the run the message asks for must send them.
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let (legacy_path, sum) = legacy_file(agent.dir.path(), &Spec::small(31));
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    assert_eq!(migrate(&agent, &legacy_path, &report, &[])["ok"], true);
+    let lost_fragments = count(&stack, "content_fragments") / 2;
+    stack.sql(&format!(
+        "DELETE FROM rankings;
+         DELETE FROM content_fragments WHERE id IN
+             (SELECT id FROM content_fragments ORDER BY id DESC LIMIT {lost_fragments});
+         UPDATE learning_content SET title = 'edited since' WHERE id = (SELECT min(id) FROM learning_content);"
+    ));
+
+    let args = support::migration::migrate_args(&legacy_path, &report, &["--json"]);
+    let out = agent.run(&args);
+    assert_eq!(out.status.code(), Some(1), "the losses went unnoticed");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing: u64 = summary["verification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["missing"].as_u64().unwrap() + t["differing"].as_u64().unwrap())
+        .sum();
+    assert!(missing > 0, "{summary:#}");
+
+    let again = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(again["ok"], true, "{again:#}");
+    assert_server_holds_the_legacy_rows(&stack, &legacy, &report, &sum);
+    let title: String = rt()
+        .block_on(stack.pg.query_one(
+            "SELECT title FROM learning_content ORDER BY id LIMIT 1",
+            &[],
+        ))
+        .unwrap()
+        .get(0);
+    assert_ne!(title, "edited since");
+    // And then there is nothing left to do.
+    let last = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(last["nothing_to_do"], true, "{last:#}");
 }

@@ -128,6 +128,22 @@ fn record(conn: &Connection, source: &str, table: &str, done: &[(i64, String)]) 
     Ok(())
 }
 
+/// Drops the arrival records of the rows the verification found missing
+/// or different, so that the next run sends them again.
+fn forget(conn: &Connection, source: &str, checks: &[TableCheck]) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for check in checks {
+        for id in &check.failing {
+            conn.prepare_cached(
+                "DELETE FROM migration_progress WHERE source = ?1 AND table_name = ?2 AND id = ?3",
+            )?
+            .execute(params![source, check.table, id])?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
 fn bar(show: bool, len: u64, msg: &str, bytes: bool) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -490,6 +506,11 @@ fn migrate_into(
             .clone(),
     );
     summary.verification = verify::verify(client, &plan)?;
+    // A row recorded as arrived that the server does not hold as sent (a
+    // database restored from an older backup, another server behind the
+    // same store, an edit since) would be skipped by every later run, and
+    // the failure would remain however often the user runs it again.
+    forget(store.conn(), &source, &summary.verification)?;
 
     // The mirror, then the legacy cards and vectors, so that search and the
     // Anki push work right away.

@@ -27,6 +27,9 @@ pub struct TableCheck {
     pub extra: usize,
     /// A few ids that are missing or differ, for the message.
     pub examples: Vec<i64>,
+    /// All of them.
+    #[serde(skip)]
+    pub failing: Vec<i64>,
 }
 
 impl TableCheck {
@@ -98,6 +101,7 @@ fn compare(
         differing: 0,
         extra: 0,
         examples: Vec::new(),
+        failing: Vec::new(),
     };
     let mut known = std::collections::HashSet::new();
     for (id, want) in &expected {
@@ -105,19 +109,19 @@ fn compare(
         match server.get(id) {
             None => {
                 check.missing += 1;
-                check.examples.push(*id);
+                check.failing.push(*id);
             }
             Some(got) if read::checksum(&project(got, want)) == read::checksum(want) => {
                 check.matching += 1;
             }
             Some(_) => {
                 check.differing += 1;
-                check.examples.push(*id);
+                check.failing.push(*id);
             }
         }
     }
     check.extra = server.keys().filter(|id| !known.contains(id)).count();
-    check.examples.truncate(5);
+    check.examples = check.failing.iter().take(5).copied().collect();
     check
 }
 
