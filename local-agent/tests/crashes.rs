@@ -235,33 +235,48 @@ fn pull_trial(seed: u64, tally: &mut Tally) {
     };
     // At least ten pages.
     let page = rng.u32(2..=(work / 10).clamp(2, 40) as u32);
-    let kills = rng.usize(1..=3);
-    // Page counts by which all kills together stay within the first half of
-    // the work, so that they land mid-run.
-    let max_steps = (work / i64::from(page) / (2 * kills as i64)).max(1) as u32;
+    let kills = rng.usize(1..=4);
     println!("  page size {page}, mode {mode}, {work} rows or changes to go, {kills} kill(s)");
-    let page = page.to_string();
+    // Pages still to come, about (pages already seen are taken off, and a
+    // run that ended left none): kill points drawn within two thirds of
+    // them land mid-run, although the polling may miss a page or two.
+    let mut pages = work / i64::from(page);
+    let page_size = page.to_string();
     for n in 0..kills {
-        let mut args = vec!["--quiet", "pull", "--page-size", &page];
+        if mode == 1 || pages < 6 {
+            let logged = count(&stack, "change_log");
+            write_some(&stack, &mut rng, 30);
+            pages += (count(&stack, "change_log") - logged) / i64::from(page);
+        }
+        let mut args = vec!["--quiet", "pull", "--page-size", &page_size];
         if mode == 2 && n == 0 {
             args.push("--full");
         }
-        // Delays short enough to fall inside any of these pulls: they catch
-        // the start (the store created, the snapshot begun) and the first
-        // pages.
+        // Delays short enough to fall inside any pull: they catch the start
+        // (the store opened or created, the snapshot begun, the first page).
         let point = if rng.bool() {
-            Point::After(Duration::from_millis(rng.u64(0..=100)))
+            Point::After(Duration::from_millis(rng.u64(0..=40)))
         } else {
-            Point::Steps(rng.u32(1..=max_steps))
+            let share = (pages * 2 / 3 / (kills - n) as i64).max(1);
+            Point::Steps(rng.u32(1..=share as u32))
         };
-        println!("    kill {n}: {point:?}");
+        println!("    kill {n}: {point:?} of about {pages} pages");
         let started = Instant::now();
-        let mut steps = Steps::new();
-        tally.record(kill_when(agent.command(&args), || match point {
-            Point::After(delay) => started.elapsed() >= delay,
-            Point::Steps(n) => steps.observe(pull_progress(&agent)) >= n,
-            _ => unreachable!("not drawn for a pull"),
-        }));
+        let mut seen = Steps::new();
+        let landed = kill_when(agent.command(&args), || {
+            let steps = seen.observe(pull_progress(&agent));
+            match point {
+                Point::After(delay) => started.elapsed() >= delay,
+                Point::Steps(n) => steps >= n,
+                _ => unreachable!("not drawn for a pull"),
+            }
+        });
+        tally.record(landed);
+        pages = if landed {
+            pages - i64::from(seen.steps)
+        } else {
+            0
+        };
         if rng.bool() {
             let statements = rng.usize(1..10);
             write_some(&stack, &mut rng, statements);
@@ -290,7 +305,9 @@ fn pulls_killed_at_random_moments_converge() {
         println!(
             "pull trial {n}: seed {seed} (replay: CRASH_SEEDS={seed} cargo test -p local-agent --test crashes pulls_killed)"
         );
+        let trial = Instant::now();
         pull_trial(seed, &mut tally);
+        println!("  {:.1} s", trial.elapsed().as_secs_f64());
     }
     tally.assert_meaningful("pull");
     println!("pull trials took {:.1} s", started.elapsed().as_secs_f64());
@@ -340,14 +357,19 @@ fn migrate_trial(seed: u64, tally: &mut Tally) {
     );
     for n in 0..kills {
         let arrived = server_total(&stack);
+        let to_go = before_rankings - arrived;
         let point = match rng.usize(..3) {
-            // Early: the store, the plan, the first batches.
-            0 => Point::After(Duration::from_millis(rng.u64(0..=250))),
+            // Early: the store, the plan, the first batches; only a short
+            // delay when little is left to send (the rest of such a run is
+            // quick: skips, sequences, verification, pull, copy).
+            0 => Point::After(Duration::from_millis(if to_go > 10 {
+                rng.u64(0..=150)
+            } else {
+                rng.u64(0..=30)
+            })),
             // Among the assets, at least one still to send.
-            1 if arrived + 1 < before_rankings => {
-                Point::Rows(rng.i64(1..before_rankings - arrived))
-            }
-            _ => Point::Imported(Duration::from_millis(rng.u64(0..=60))),
+            1 if to_go > 1 => Point::Rows(rng.i64(1..to_go)),
+            _ => Point::Imported(Duration::from_millis(rng.u64(0..=40))),
         };
         println!("    kill {n}: {point:?}");
         let started = Instant::now();
@@ -397,7 +419,9 @@ fn migrations_killed_at_random_moments_finish_exact() {
         println!(
             "migrate trial {n}: seed {seed} (replay: CRASH_SEEDS={seed} cargo test -p local-agent --test crashes migrations_killed)"
         );
+        let trial = Instant::now();
         migrate_trial(seed, &mut tally);
+        println!("  {:.1} s", trial.elapsed().as_secs_f64());
     }
     tally.assert_meaningful("migrate");
     println!(
