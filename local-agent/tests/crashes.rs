@@ -11,7 +11,6 @@
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use legacy_fixture::Spec;
@@ -27,6 +26,8 @@ const MIGRATE_TRIALS: usize = 10;
 
 /// The longest the test waits for the agent to reach a kill point.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// The longest a run that is not killed may take.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// The trials' seeds: CRASH_SEEDS, or fresh ones.
 fn seeds(trials: usize) -> Vec<u64> {
@@ -78,27 +79,21 @@ impl Tally {
 
 const SIGKILL: i32 = 9;
 
-/// Starts `command` and SIGKILLs it once `reached` says so. Returns whether
-/// the kill landed while the process was still working. A run that ends by
-/// itself first must have succeeded.
-fn kill_when(mut command: Command, mut reached: impl FnMut() -> bool) -> bool {
-    let mut child: Child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting local-agent");
+/// Starts the agent with `args` and SIGKILLs it once `reached` says so.
+/// Returns whether the kill landed while the process was still working. A
+/// run that ends by itself first must have succeeded.
+fn kill_when(agent: &Agent, args: &[&str], mut reached: impl FnMut() -> bool) -> bool {
+    let mut run = agent.start(args);
     let deadline = Instant::now() + WAIT_LIMIT;
-    while child.try_wait().expect("polling the child").is_none() && !reached() {
+    while run.running() && !reached() {
         assert!(
             Instant::now() < deadline,
             "the kill point was not reached in {WAIT_LIMIT:?}"
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    // std's kill is SIGKILL on Unix: no destructor, no rollback handler.
     // The exit status, not a check before the kill, says whether it landed.
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("reaping local-agent");
+    let out = run.kill();
     let landed = out.status.signal() == Some(SIGKILL);
     assert!(
         landed || out.status.success(),
@@ -222,13 +217,13 @@ fn pull_trial(seed: u64, tally: &mut Tally) {
     // What the pull has to go through: rows for a snapshot, changes for
     // the log.
     let work = if mode == 1 {
-        agent.run_json(&["pull"]);
+        agent.run_json_within(&["pull"], RUN_LIMIT);
         let logged = count(&stack, "change_log");
         write_some(&stack, &mut rng, 40);
         count(&stack, "change_log") - logged
     } else {
         if mode == 2 {
-            agent.run_json(&["pull"]);
+            agent.run_json_within(&["pull"], RUN_LIMIT);
             write_some(&stack, &mut rng, 40);
         }
         server_total(&stack)
@@ -263,7 +258,7 @@ fn pull_trial(seed: u64, tally: &mut Tally) {
         println!("    kill {n}: {point:?} of about {pages} pages");
         let started = Instant::now();
         let mut seen = Steps::new();
-        let landed = kill_when(agent.command(&args), || {
+        let landed = kill_when(&agent, &args, || {
             let steps = seen.observe(pull_progress(&agent));
             match point {
                 Point::After(delay) => started.elapsed() >= delay,
@@ -284,7 +279,7 @@ fn pull_trial(seed: u64, tally: &mut Tally) {
     }
     // The last run with the default page size: a cursor does not depend on
     // the page size it was written with.
-    agent.run_json(&["pull"]);
+    agent.run_json_within(&["pull"], RUN_LIMIT);
     let phase: Option<String> = peek(&agent, |c| {
         c.query_row("SELECT phase FROM sync_state", [], |r| r.get(0))
     });
@@ -375,7 +370,8 @@ fn migrate_trial(seed: u64, tally: &mut Tally) {
         let started = Instant::now();
         let mut imported_at = None;
         tally.record(kill_when(
-            agent.command(&migrate_args(&legacy_path, &report, &["--quiet"])),
+            &agent,
+            &migrate_args(&legacy_path, &report, &["--quiet"]),
             || match point {
                 Point::After(delay) => started.elapsed() >= delay,
                 Point::Rows(rows) => server_total(&stack) >= arrived + rows,

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use legacy_fixture::Spec;
@@ -15,11 +14,11 @@ use local_agent::store::{SourceKind, Store};
 use rusqlite::types::Value as Sql;
 use serde_json::{Value, json};
 use support::migration::{
-    assert_assets_identical, assert_each_row_written_once, assert_migration_exact,
-    assert_server_holds_the_legacy_rows, count, legacy_file, legacy_ids, migrate, read_rejects,
-    rejected_ids, server_ids, service_agent,
+    MIGRATE_LIMIT, assert_assets_identical, assert_each_row_written_once, assert_migration_exact,
+    assert_server_holds_the_legacy_rows, count, legacy_file, legacy_ids, migrate, migrate_args,
+    read_rejects, rejected_ids, server_ids, service_agent,
 };
-use support::{Agent, Stack, TABLES, rt};
+use support::{Background, Stack, TABLES, rt};
 
 #[test]
 fn a_dirty_legacy_file_migrates_with_exact_rejects_then_reruns_as_a_no_op() {
@@ -251,32 +250,9 @@ fn a_migration_killed_mid_assets_finishes_exactly_on_the_next_run() {
     let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
     let report = agent.dir.path().join("rejects.jsonl");
 
-    let mut child = agent
-        .command(&[
-            "--quiet",
-            "migrate",
-            legacy_path.to_str().unwrap(),
-            "--reject-report",
-            report.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the migration ended before it could be killed"
-        );
-        if count(&stack, "fragment_assets") >= 15 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no asset arrived");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let mut child = agent.start(&migrate_args(&legacy_path, &report, &["--quiet"]));
+    wait_for_assets(&stack, &mut child, 15);
+    child.kill();
     let partial = count(&stack, "fragment_assets");
     assert!(
         partial < sum.assets as i64,
@@ -312,62 +288,6 @@ const GIVE_UP_BUDGET: Duration = Duration::from_secs(30);
 /// backoff wait (15 s at the most).
 const RIDE_OUT_BUDGET: Duration = Duration::from_secs(90);
 
-/// A migration started in the background, its output in files.
-struct Background {
-    child: std::process::Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Background {
-    fn start(agent: &Agent, args: &[&str]) -> Background {
-        let (stdout, stderr) = (
-            agent.dir.path().join("migrate.out"),
-            agent.dir.path().join("migrate.err"),
-        );
-        let child = agent
-            .command(args)
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("starting local-agent");
-        Background {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("polling the child").is_none()
-    }
-
-    /// Waits for the end, killing the process and failing past `budget`;
-    /// the exit status, stdout and stderr.
-    fn finish(mut self, budget: Duration) -> (std::process::ExitStatus, String, String) {
-        let deadline = Instant::now() + budget;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("polling the child") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "the migration was still running after {budget:?}: {}",
-                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (
-            status,
-            std::fs::read_to_string(&self.stdout).unwrap(),
-            std::fs::read_to_string(&self.stderr).unwrap(),
-        )
-    }
-}
-
 /// Waits until at least `n` assets are on the server, the migration still
 /// running. Returns how many there are.
 fn wait_for_assets(stack: &Stack, migration: &mut Background, n: i64) -> i64 {
@@ -375,8 +295,8 @@ fn wait_for_assets(stack: &Stack, migration: &mut Background, n: i64) -> i64 {
     loop {
         assert!(
             migration.running(),
-            "the migration ended before the outage: {}",
-            std::fs::read_to_string(&migration.stderr).unwrap_or_default()
+            "the migration ended too early: {}",
+            migration.stderr()
         );
         let arrived = count(stack, "fragment_assets");
         if arrived >= n {
@@ -418,12 +338,13 @@ fn a_database_outage_mid_migration_stops_it_cleanly_or_is_ridden_out_and_ends_ex
 
     // Told to try twice, the migration stops: non-zero exit, a message that
     // says why and what to do, within the budget.
-    let mut first = Background::start(&agent, &args(&["--tries", "2"]));
+    let mut first = agent.start(&args(&["--tries", "2"]));
     let before = wait_for_assets(&stack, &mut first, 10);
     stack.stop_database();
-    let (status, _, stderr) = first.finish(GIVE_UP_BUDGET);
+    let out = first.finish(GIVE_UP_BUDGET);
     stack.restart_database();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("the migration stopped before it finished")
             && stderr.contains("run the same command again")
@@ -461,7 +382,7 @@ fn a_database_outage_mid_migration_stops_it_cleanly_or_is_ridden_out_and_ends_ex
 
     // With its default patience the re-run rides out an outage of a few
     // seconds (503 + Retry-After) and ends exact.
-    let mut second = Background::start(&agent, &args(&[]));
+    let mut second = agent.start(&args(&[]));
     wait_for_assets(&stack, &mut second, partial + 10);
     stack.stop_database();
     let down = Instant::now();
@@ -471,9 +392,13 @@ fn a_database_outage_mid_migration_stops_it_cleanly_or_is_ridden_out_and_ends_ex
         "the migration did not wait for the database"
     );
     stack.restart_database();
-    let (status, stdout, stderr) = second.finish(RIDE_OUT_BUDGET);
-    assert!(status.success(), "{stderr}");
-    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    let out = second.finish(RIDE_OUT_BUDGET);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["ok"], true, "{summary:#}");
     println!(
         "outage: the first run stopped with {partial} of {} assets; the second rode out {:.1} s without its database",
@@ -512,8 +437,8 @@ fn rows_recorded_as_arrived_but_gone_from_the_server_are_sent_again() {
          UPDATE learning_content SET title = 'edited since' WHERE id = (SELECT min(id) FROM learning_content);"
     ));
 
-    let args = support::migration::migrate_args(&legacy_path, &report, &["--json"]);
-    let out = agent.run(&args);
+    let args = migrate_args(&legacy_path, &report, &["--json"]);
+    let out = agent.start(&args).finish(MIGRATE_LIMIT);
     assert_eq!(out.status.code(), Some(1), "the losses went unnoticed");
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     let missing: u64 = summary["verification"]

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use legacy_fixture::{Spec, Summary};
 use local_agent::store::Store;
@@ -49,9 +50,12 @@ pub fn migrate_args<'a>(legacy: &'a Path, report: &'a Path, extra: &[&'a str]) -
     args
 }
 
+/// The longest a migration of a test's legacy file may take.
+pub const MIGRATE_LIMIT: Duration = Duration::from_secs(180);
+
 /// Runs the migration to its end; its JSON summary.
 pub fn migrate(agent: &Agent, legacy: &Path, report: &Path, extra: &[&str]) -> Value {
-    agent.run_json(&migrate_args(legacy, report, extra))
+    agent.run_json_within(&migrate_args(legacy, report, extra), MIGRATE_LIMIT)
 }
 
 pub fn read_rejects(path: &Path) -> Vec<Value> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use spin_host::manifest::Manifest;
@@ -400,6 +400,99 @@ impl Agent {
 
     pub fn mirror(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.db()).expect("opening the agent's store")
+    }
+
+    /// Starts the command in the background, its output in files of the
+    /// agent's directory.
+    pub fn start(&self, args: &[&str]) -> Background {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let stdout = self.dir.path().join(format!("run-{n}.out"));
+        let stderr = self.dir.path().join(format!("run-{n}.err"));
+        let child = self
+            .command(args)
+            .stdout(std::fs::File::create(&stdout).expect("a file for stdout"))
+            .stderr(std::fs::File::create(&stderr).expect("a file for stderr"))
+            .spawn()
+            .expect("starting local-agent");
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// [`Agent::run_json`], failing the test if the run takes longer than
+    /// `limit` (a hang).
+    pub fn run_json_within(&self, args: &[&str], limit: Duration) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.start(&all).finish(limit);
+        assert!(
+            out.status.success(),
+            "local-agent {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "local-agent {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+/// A `local-agent` run in the background.
+pub struct Background {
+    child: std::process::Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Background {
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("polling the child").is_none()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGKILL (std's kill on Unix: no destructor, no rollback handler
+    /// runs), then what it left; its status tells whether it had ended
+    /// before.
+    pub fn kill(mut self) -> Output {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("reaping local-agent");
+        Output {
+            status,
+            stdout: std::fs::read(&self.stdout).expect("its stdout"),
+            stderr: std::fs::read(&self.stderr).expect("its stderr"),
+        }
+    }
+
+    /// Waits for the end; past `limit` kills the process and fails.
+    pub fn finish(mut self, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let stderr = self.kill().stderr;
+                panic!(
+                    "local-agent was still running after {limit:?}: {}",
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&self.stdout).expect("its stdout"),
+            stderr: std::fs::read(&self.stderr).expect("its stderr"),
+        }
     }
 }
 
