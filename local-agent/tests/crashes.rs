@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use legacy_fixture::Spec;
 use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
 use support::migration::{
     assert_migration_exact, count, legacy_file, migrate, migrate_args, read_rejects, rejected_ids,
     server_total, service_agent,
@@ -393,6 +394,34 @@ fn migrate_trial(seed: u64, tally: &mut Tally) {
         "other rejects than the dry run's"
     );
     assert_migration_exact(&stack, &legacy, &report, &sum);
+    // The summary counts what the report holds.
+    let mut by_reason = serde_json::Map::new();
+    for line in &rejected {
+        let reason = line["reason"].as_str().unwrap().to_owned();
+        let n = by_reason.get(&reason).and_then(|v| v.as_u64()).unwrap_or(0);
+        by_reason.insert(reason, (n + 1).into());
+    }
+    assert_eq!(summary["rejects_by_reason"], Value::Object(by_reason));
+    for (table, source) in
+        TABLES
+            .iter()
+            .zip([sum.contents, sum.fragments, sum.assets, sum.rankings])
+    {
+        let run = summary["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == *table)
+            .unwrap();
+        assert_eq!(run["source"], source, "{table}");
+        assert_eq!(
+            run["rejected"],
+            rejected_ids(&rejected, table).len(),
+            "{table}"
+        );
+    }
+    // The store: the mirror pulled at the end, the cards and vectors.
+    assert_mirror_equals_server(&stack, &agent);
     let store = agent.mirror();
     let rows = |table: &str| -> usize {
         store
