@@ -100,6 +100,28 @@ fn fragment_body(content_id: i64, k: usize) -> Value {
 
 pub const FRAGMENTS_PER_CONTENT: usize = 5;
 
+/// pgbench's script for row 1: the SELECT `GET /api/content/{id}` runs.
+pub fn read_script(contents: i64) -> String {
+    format!(
+        "\\set id random(1, {contents})\nSELECT {} FROM {} AS t WHERE t.id = :id;\n",
+        CONTENT.select_list(),
+        CONTENT.table
+    )
+}
+
+/// pgbench's script for row 4: the INSERTs of the six POSTs.
+pub fn write_script() -> Result<String> {
+    // A placeholder id that no content has, replaced by the one \gset took.
+    const PARENT: i64 = 2_000_000_007;
+    let mut script = format!("{} \\gset\n", create_sql(&CONTENT, &content_body(0))?);
+    for k in 0..FRAGMENTS_PER_CONTENT {
+        let sql = create_sql(&FRAGMENTS, &fragment_body(PARENT, k))?;
+        script.push_str(&sql.replace(&PARENT.to_string(), ":id"));
+        script.push_str(";\n");
+    }
+    Ok(script)
+}
+
 /// Row 1: `GET /api/content/{id}` against pgbench running the SELECT the
 /// API runs, at each concurrency.
 pub async fn reads(
@@ -115,11 +137,7 @@ pub async fn reads(
         port: stack.cluster.port(),
         db,
     };
-    let script = format!(
-        "\\set id random(1, {contents})\nSELECT {} FROM {} AS t WHERE t.id = :id;\n",
-        CONTENT.select_list(),
-        CONTENT.table
-    );
+    let script = read_script(contents);
     let mut rows = Vec::new();
     for (key, clients) in [("1a", 8), ("1b", 32)] {
         let mut ours = Figure::named("spin-host + content component, keep-alive HTTP/1.1");
@@ -295,14 +313,7 @@ pub async fn writes(stack: &Stack, addr: SocketAddr, db: &str, sizes: &Sizes) ->
         port: stack.cluster.port(),
         db,
     };
-    // A placeholder id that no content has, replaced by the one \gset took.
-    const PARENT: i64 = 2_000_000_007;
-    let mut script = format!("{} \\gset\n", create_sql(&CONTENT, &content_body(0))?);
-    for k in 0..FRAGMENTS_PER_CONTENT {
-        let sql = create_sql(&FRAGMENTS, &fragment_body(PARENT, k))?;
-        script.push_str(&sql.replace(&PARENT.to_string(), ":id"));
-        script.push_str(";\n");
-    }
+    let script = write_script()?;
     let clients = sizes.write_connections;
     let mut ours = Figure::named(format!("6 POSTs per content, {clients} connections"));
     let mut base = Figure::named(format!(

@@ -33,6 +33,9 @@ struct Args {
     /// Measured repetitions per benchmark, after one warm-up.
     #[arg(long)]
     reps: Option<usize>,
+    /// Print the pgbench scripts (the API's own SQL) and exit.
+    #[arg(long)]
+    print_sql: bool,
     /// Only these benchmarks (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Bench>,
@@ -230,6 +233,10 @@ fn check_prerequisites(args: &Args, wanted: &[Bench]) -> Result<PathBuf> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.print_sql {
+        print!("{}\n{}", api::read_script(1000), api::write_script()?);
+        return Ok(());
+    }
     let wanted: Vec<Bench> = if args.only.is_empty() {
         Bench::value_variants().to_vec()
     } else {
@@ -327,6 +334,7 @@ async fn run(args: &Args, wanted: &[Bench], sizes: &Sizes) -> Result<Vec<Row>> {
         }
         eprintln!("Running {bench:?} ...");
         let t = std::time::Instant::now();
+        let before = rows.len();
         match bench {
             Bench::Reads => {
                 rows.extend(api::reads(&stack, server.addr, db, contents, sizes).await?)
@@ -343,13 +351,14 @@ async fn run(args: &Args, wanted: &[Bench], sizes: &Sizes) -> Result<Vec<Row>> {
             Bench::Overhead => continue,
         }
         eprintln!("  {bench:?}: {:.0} s", t.elapsed().as_secs_f64());
-        if let Some(last) = rows.last() {
+        for row in &rows[before..] {
             eprintln!(
-                "  last row: ours {:.3} vs baseline {:.3} {} (speed {:.2}×)",
-                last.ours.median(),
-                last.baseline.median(),
-                last.unit,
-                last.speed
+                "  {}: ours {:.3} vs baseline {:.3} {} (speed {:.2}×)",
+                row.key,
+                row.ours.median(),
+                row.baseline.median(),
+                row.unit,
+                row.speed
             );
         }
     }

@@ -195,6 +195,19 @@ const DATETIMES: &[&str] = &[
 
 /// Writes a legacy file at `path` (which must not exist).
 pub fn generate(path: &Path, spec: &Spec) -> Result<Summary> {
+    write(path, spec, true)
+}
+
+/// Like [`generate`], but every JSON column holds JSON or NULL: none of the
+/// `''` and `'null'` texts real files have, which tools that load SQLite
+/// into typed columns (pgloader) refuse. With `defect_every: 0` the file
+/// is then one any loader can take whole, for benchmarks against them.
+/// The same seed gives the same rows otherwise.
+pub fn generate_clean(path: &Path, spec: &Spec) -> Result<Summary> {
+    write(path, spec, false)
+}
+
+fn write(path: &Path, spec: &Spec, json_quirks: bool) -> Result<Summary> {
     anyhow::ensure!(!path.exists(), "{} exists already", path.display());
     let mut db = Connection::open(path).with_context(|| format!("creating {}", path.display()))?;
     // As in the Python application (SQLite's default): foreign keys not
@@ -227,9 +240,16 @@ pub fn generate(path: &Path, spec: &Spec) -> Result<Summary> {
             sum.overlong_titles += 1;
         }
         let broken = defect(&mut rng);
-        let tags = json_column(&mut rng, broken, &mut sum, r#"["greeting","daily"]"#);
+        let tags = json_column(
+            &mut rng,
+            json_quirks,
+            broken,
+            &mut sum,
+            r#"["greeting","daily"]"#,
+        );
         let metadata = json_column(
             &mut rng,
+            json_quirks,
             false,
             &mut sum,
             r#"{"source": "tts-batch", "level": 2}"#,
@@ -258,7 +278,13 @@ pub fn generate(path: &Path, spec: &Spec) -> Result<Summary> {
                 content
             };
             let broken = defect(&mut rng);
-            let metadata = json_column(&mut rng, broken, &mut sum, r#"{"position": 1}"#);
+            let metadata = json_column(
+                &mut rng,
+                json_quirks,
+                broken,
+                &mut sum,
+                r#"{"position": 1}"#,
+            );
             tx.execute(
                 "INSERT INTO content_fragments (id, native_text, body_text, ipa, extra, fragment_type,
                      fragment_metadata, created_at, updated_at, learning_content_id)
@@ -288,6 +314,7 @@ pub fn generate(path: &Path, spec: &Spec) -> Result<Summary> {
         sum.bytes += bytes.len() as u64;
         let metadata = json_column(
             &mut rng,
+            json_quirks,
             false,
             &mut sum,
             r#"{"voice": "th-TH-Premwadee", "format": "mp3"}"#,
@@ -369,6 +396,7 @@ pub fn generate(path: &Path, spec: &Spec) -> Result<Summary> {
 /// (all three occur in real files); text that is not JSON when `broken`.
 fn json_column(
     rng: &mut fastrand::Rng,
+    quirks: bool,
     broken: bool,
     sum: &mut Summary,
     valid: &str,
@@ -379,8 +407,8 @@ fn json_column(
     }
     match rng.usize(..8) {
         0 => None,
-        1 => Some(String::new()),
-        2 => Some("null".to_owned()),
+        1 if quirks => Some(String::new()),
+        2 if quirks => Some("null".to_owned()),
         _ => Some(valid.to_owned()),
     }
 }
@@ -466,5 +494,40 @@ mod tests {
         // Same seed, same file.
         let again = dir.path().join("again.db");
         assert_eq!(generate(&again, &spec).unwrap(), sum);
+    }
+
+    #[test]
+    fn a_clean_file_has_only_json_or_null_in_json_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clean.db");
+        let spec = Spec {
+            defect_every: 0,
+            vectors: false,
+            ..Spec::small(7)
+        };
+        let sum = generate_clean(&path, &spec).unwrap();
+        assert_eq!(sum.invalid_json, 0);
+        let db = Connection::open(&path).unwrap();
+        for (table, column) in [
+            ("learning_content", "tags"),
+            ("learning_content", "content_metadata"),
+            ("content_fragments", "fragment_metadata"),
+            ("fragment_assets", "asset_metadata"),
+        ] {
+            let texts: Vec<String> = db
+                .prepare(&format!(
+                    "SELECT {column} FROM {table} WHERE {column} IS NOT NULL"
+                ))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(!texts.is_empty(), "{table}.{column}");
+            for text in texts {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert!(!value.is_null(), "{table}.{column}: {text:?}");
+            }
+        }
     }
 }
