@@ -333,6 +333,30 @@ async fn connections_are_pooled_and_reset_between_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn statements_reused_across_requests_follow_schema_changes_and_deallocation() {
+    // The host prepares each SQL text once per pooled connection; what a
+    // component sees must not depend on it.
+    let db = Db::new().await;
+    db.execute("CREATE TABLE reuse (a int)", json!([])).await;
+    db.execute("INSERT INTO reuse VALUES (1)", json!([])).await;
+    let select = "SELECT * FROM reuse";
+    assert_eq!(db.row(select, json!([])).await, ["DbValue::Int32(1)"]);
+    // The cached statement's result type changes under it.
+    db.execute("ALTER TABLE reuse ADD COLUMN b text DEFAULT 'x'", json!([]))
+        .await;
+    assert_eq!(
+        db.row(select, json!([])).await,
+        ["DbValue::Int32(1)", "DbValue::Str(\"x\")"]
+    );
+    // The session's statements are dropped behind the host's back.
+    db.execute("DEALLOCATE ALL", json!([])).await;
+    assert_eq!(
+        db.row(select, json!([])).await,
+        ["DbValue::Int32(1)", "DbValue::Str(\"x\")"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn results_above_128_mib_are_refused() {
     let db = Db::new().await;
     let e = db

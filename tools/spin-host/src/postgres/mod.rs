@@ -5,9 +5,15 @@
 //! component and address (deadpool, up to 64 connections, reset on each
 //! checkout so that no session state leaks between requests), with TLS
 //! unless the address says `sslmode=disable`. Each `query`/`execute`
-//! prepares a fresh statement, streams rows, and refuses a result above
-//! 128 MiB. Error variants and their texts follow Spin 4.0; see
-//! [`Connection::query`] for the one surprising case.
+//! streams rows and refuses a result above 128 MiB. Error variants and
+//! their texts follow Spin 4.0; see [`query`] for the one surprising case.
+//!
+//! One difference from Spin, invisible to components: Spin prepares a new
+//! named statement for every call (a round trip and a parse and plan on
+//! the server each time); this host prepares each distinct SQL text once
+//! per pooled connection and reuses it, which the session reset on
+//! checkout leaves in place. A statement the server no longer accepts
+//! (deallocated, or a table's columns changed under it) is prepared again.
 
 // The WIT error type carries the server's structured error; boxing it would
 // only move the allocation.
@@ -18,7 +24,7 @@ pub mod convert;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::TryStreamExt;
 use tokio_postgres::config::SslMode;
 use wasmtime::component::Resource;
@@ -32,6 +38,10 @@ use crate::outbound::AllowedHosts;
 pub const POOL_SIZE: usize = 64;
 /// Addresses for which pools are kept; the least recently used goes first.
 pub const POOL_CACHE_CAPACITY: usize = 16;
+/// Prepared statements kept per pooled connection. Statements whose text
+/// varies (an `IN` list of one placeholder per id) would otherwise pile up
+/// on the server; past this many the connection's cache starts over.
+pub const MAX_CACHED_STATEMENTS: usize = 256;
 /// The largest result one query may return, counted as Spin counts it.
 pub const MAX_RESULT_BYTES: usize = 128 << 20;
 
@@ -189,6 +199,52 @@ fn columns(row: &tokio_postgres::Row) -> Vec<Column> {
         .collect()
 }
 
+/// Whether a cached statement failed because the server no longer holds it
+/// as prepared: 26000, it was deallocated (`DISCARD ALL`, `DEALLOCATE`);
+/// 0A000, "cached plan must not change result type" (the table changed).
+/// Both are raised before the statement runs.
+fn stale_statement(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::INVALID_SQL_STATEMENT_NAME || *c == SqlState::FEATURE_NOT_SUPPORTED
+    })
+}
+
+/// After a call with a cached statement failed with `e`: when the server
+/// no longer accepts the connection's cached statements, forgets them all
+/// and prepares `sql` afresh for one more try. Inside a transaction the
+/// failure has aborted it and the retry fails too; callers then report the
+/// first error.
+async fn refreshed(
+    client: &ClientWrapper,
+    sql: &str,
+    e: &tokio_postgres::Error,
+) -> Option<tokio_postgres::Statement> {
+    if !stale_statement(e) {
+        return None;
+    }
+    client.statement_cache.clear();
+    prepared(client, sql).await.ok()
+}
+
+/// The connection's prepared statement for `sql`.
+async fn prepared(
+    client: &ClientWrapper,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    if client.statement_cache.size() >= MAX_CACHED_STATEMENTS {
+        client.statement_cache.clear();
+    }
+    client.prepare_cached(sql).await
+}
+
+fn refs(params: &[convert::SqlParam]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
 /// Runs a query the way Spin 4.0 does. Errors found while rows stream in
 /// (which includes most execution errors, such as a unique violation in an
 /// `INSERT ... RETURNING`) reach the component as `query-failed(text(..))`
@@ -197,7 +253,7 @@ fn columns(row: &tokio_postgres::Row) -> Vec<Column> {
 /// as `query-failed(db-error(..))`. Columns are described from the first
 /// row, so an empty result has no columns.
 pub async fn query(
-    client: &tokio_postgres::Client,
+    client: &ClientWrapper,
     statement: &str,
     params: &[ParameterValue],
     max_result_bytes: usize,
@@ -207,10 +263,15 @@ pub async fn query(
         .map(convert::parameter)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::BadParameter(format!("{e:?}")))?;
-    let stream = client
-        .query_raw(statement, params)
-        .await
-        .map_err(query_failed)?;
+    let prepared = prepared(client, statement).await.map_err(query_failed)?;
+    let stream = match client.query_raw(&prepared, refs(&params)).await {
+        Err(e) => match refreshed(client, statement, &e).await {
+            Some(fresh) => client.query_raw(&fresh, refs(&params)).await.map_err(|_| e),
+            None => Err(e),
+        },
+        ok => ok,
+    }
+    .map_err(query_failed)?;
     let mut stream = std::pin::pin!(stream);
     let mut cols = None;
     let mut rows = Vec::new();
@@ -245,7 +306,7 @@ pub async fn query(
 
 /// Runs a statement and returns the affected row count.
 pub async fn execute(
-    client: &tokio_postgres::Client,
+    client: &ClientWrapper,
     statement: &str,
     params: &[ParameterValue],
 ) -> Result<u64, Error> {
@@ -254,11 +315,15 @@ pub async fn execute(
         .map(convert::parameter)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::ValueConversionFailed(format!("{e:?}")))?;
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    client.execute(statement, &refs).await.map_err(query_failed)
+    let prepared = prepared(client, statement).await.map_err(query_failed)?;
+    match client.execute(&prepared, &refs(&params)).await {
+        Err(e) => match refreshed(client, statement, &e).await {
+            Some(fresh) => client.execute(&fresh, &refs(&params)).await.map_err(|_| e),
+            None => Err(e),
+        },
+        ok => ok,
+    }
+    .map_err(query_failed)
 }
 
 impl PostgresState {
