@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::api::{ApiClient, ApiError};
-use crate::feed::Phase;
+use crate::feed::{ChangePage, Phase};
 use crate::store::{PageBase, Store, StoreError};
 
 /// A cursor can expire again while a slow snapshot runs; past this many
@@ -89,62 +89,114 @@ pub fn pull(
     let mut expected = state.cursor.clone();
     // A cursor only means something to the server that issued it.
     let same_source = state.source_url.as_deref() == Some(source);
-    let mut request = if options.full || !same_source {
+    let request = if options.full || !same_source {
         None
     } else {
         state.cursor.clone()
     };
     let mut report = PullReport::default();
     let page_size = options.page_size.clamp(1, 1000);
+    // The next page is fetched while this one is applied: the server and
+    // SQLite work at the same time. One page ahead is enough to keep both
+    // busy; a page fetched but never applied (a kill, an error) is simply
+    // asked for again by the next pull, from the cursor the store holds.
+    let (pages, received) = std::sync::mpsc::sync_channel::<Fetched>(1);
+    let fetched = std::thread::scope(|scope| -> Result<Fetch, PullError> {
+        let fetcher = scope.spawn(move || fetch_pages(client, request, page_size, pages));
+        for Fetched { new_snapshot, page } in received {
+            let applying = Instant::now();
+            let applied = store.apply_page(
+                PageBase {
+                    expected_cursor: expected.as_deref(),
+                    new_snapshot,
+                    source_url: source,
+                },
+                &page,
+            )?;
+            report.apply_seconds += applying.elapsed().as_secs_f64();
+            report.pages += 1;
+            report.upserts += applied.upserts;
+            report.deletes += applied.deletes;
+            report.swept += applied.swept;
+            report.skipped += applied.skipped;
+            report.snapshot |= new_snapshot || applied.snapshot_completed;
+            on_page(&PullProgress {
+                pages: report.pages,
+                changes: report.upserts + report.deletes + report.skipped,
+                phase: page.phase,
+            });
+            expected = Some(page.next_cursor);
+        }
+        Ok(fetcher.join().expect("the page fetcher does not panic"))
+    })?;
+    report.fetch_seconds = fetched.seconds;
+    report.cursor_expired = fetched.cursor_expired;
+    if let Some(e) = fetched.error {
+        return Err(e);
+    }
+    report.cursor = expected;
+    Ok(report)
+}
+
+/// A page and whether it starts a snapshot.
+struct Fetched {
+    new_snapshot: bool,
+    page: ChangePage,
+}
+
+/// What the fetcher did besides sending pages.
+struct Fetch {
+    seconds: f64,
+    cursor_expired: u32,
+    /// Why it stopped before the feed was caught up.
+    error: Option<PullError>,
+}
+
+/// Fetches pages from `request` on, following each page's cursor, and
+/// sends them in order until the feed is caught up, the receiver is gone
+/// (the applier failed) or a request fails.
+fn fetch_pages(
+    client: &ApiClient,
+    mut request: Option<String>,
+    page_size: u32,
+    pages: std::sync::mpsc::SyncSender<Fetched>,
+) -> Fetch {
+    let mut fetch = Fetch {
+        seconds: 0.0,
+        cursor_expired: 0,
+        error: None,
+    };
     loop {
         let new_snapshot = request.is_none();
         let fetching = Instant::now();
         let fetched = client.changes(request.as_deref(), page_size);
-        report.fetch_seconds += fetching.elapsed().as_secs_f64();
+        fetch.seconds += fetching.elapsed().as_secs_f64();
         let page = match fetched {
             Ok(page) => page,
             Err(ApiError::CursorExpired) if request.is_some() => {
-                report.cursor_expired += 1;
-                if report.cursor_expired > MAX_RESNAPSHOTS {
-                    return Err(PullError::KeepsExpiring(report.cursor_expired));
+                fetch.cursor_expired += 1;
+                if fetch.cursor_expired > MAX_RESNAPSHOTS {
+                    fetch.error = Some(PullError::KeepsExpiring(fetch.cursor_expired));
+                    return fetch;
                 }
                 // Rows the new snapshot does not deliver are swept at its
                 // end; until then the mirror keeps serving the old ones.
                 request = None;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                fetch.error = Some(e.into());
+                return fetch;
+            }
         };
         if page.has_more && request.as_deref() == Some(page.next_cursor.as_str()) {
-            return Err(PullError::Stuck);
+            fetch.error = Some(PullError::Stuck);
+            return fetch;
         }
-        let applying = Instant::now();
-        let applied = store.apply_page(
-            PageBase {
-                expected_cursor: expected.as_deref(),
-                new_snapshot,
-                source_url: source,
-            },
-            &page,
-        )?;
-        report.apply_seconds += applying.elapsed().as_secs_f64();
-        report.pages += 1;
-        report.upserts += applied.upserts;
-        report.deletes += applied.deletes;
-        report.swept += applied.swept;
-        report.skipped += applied.skipped;
-        report.snapshot |= new_snapshot || applied.snapshot_completed;
-        on_page(&PullProgress {
-            pages: report.pages,
-            changes: report.upserts + report.deletes + report.skipped,
-            phase: page.phase,
-        });
-        expected = Some(page.next_cursor.clone());
-        request = Some(page.next_cursor);
-        if !page.has_more {
-            break;
+        let has_more = page.has_more;
+        request = Some(page.next_cursor.clone());
+        if pages.send(Fetched { new_snapshot, page }).is_err() || !has_more {
+            return fetch;
         }
     }
-    report.cursor = expected;
-    Ok(report)
 }
