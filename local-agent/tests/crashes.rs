@@ -17,8 +17,8 @@ use legacy_fixture::Spec;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use support::migration::{
-    assert_migration_exact, count, legacy_file, migrate, migrate_args, read_rejects, rejected_ids,
-    server_total, service_agent,
+    assert_assets_identical, assert_each_row_written_once, assert_migration_exact, count,
+    legacy_file, migrate, migrate_args, read_rejects, rejected_ids, server_total, service_agent,
 };
 use support::{Agent, Stack, TABLES, assert_mirror_equals_server, mirror_total};
 
@@ -317,7 +317,7 @@ fn migrate_trial(seed: u64, tally: &mut Tally) {
         contents: rng.usize(8..=30),
         fragments_per_content: rng.usize(1..=3),
         assets: rng.usize(30..=80),
-        asset_bytes: rng.usize(1024..=48 * 1024),
+        asset_bytes: rng.usize(1024..=256 * 1024),
         rankings: rng.usize(10..=80),
         defect_every: [0, 6, 10][rng.usize(..3)],
         vectors: rng.bool(),
@@ -385,6 +385,10 @@ fn migrate_trial(seed: u64, tally: &mut Tally) {
                 Point::Steps(_) => unreachable!("not drawn for a migration"),
             },
         ));
+        // Whenever it stopped, what is on the server is exact so far: no
+        // asset cut short by a request killed mid-body, no row twice.
+        assert_assets_identical(&stack, &legacy);
+        assert_each_row_written_once(&stack);
     }
     let summary = migrate(&agent, &legacy_path, &report, &[]);
     assert_eq!(summary["ok"], true, "{summary:#}");
