@@ -179,7 +179,8 @@ impl Drop for Lingering {
             let _ = stream.shutdown().await;
             let deadline = tokio::time::Instant::now() + LINGER_TIME;
             let mut buf = vec![0; 64 << 10];
-            while let Ok(Ok(1..)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {}
+            while let Ok(Ok(1..)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            }
         });
     }
 }
