@@ -9,7 +9,12 @@
 //! arrived are recorded in the store's `migration_progress` (with their
 //! checksum), and an asset is skipped when the server already lists it with
 //! the same sha256 and fields. Neither shortcut is needed for correctness:
-//! the final verification reads the server back.
+//! the final verification reads the server back, and a row it finds missing
+//! or different loses its record, so that the next run sends it again.
+//!
+//! An API that stops answering (its database down: 503 + Retry-After) is
+//! waited for by the client's backoff; when that runs out the run stops
+//! with an error that says to run the same command again.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
