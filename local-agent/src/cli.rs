@@ -445,6 +445,27 @@ fn init(
     })
 }
 
+/// Says each retry (a 503, a dropped connection) as it happens, so a user
+/// waiting out an outage knows why nothing moves: on the progress bar when
+/// one is shown, else on stderr, even with --json (stdout stays data).
+fn retry_notices(out: &Output, bar: Option<ProgressBar>) -> local_agent::api::RetryHook {
+    let quiet = out.quiet;
+    Arc::new(move |n: &RetryNotice| {
+        let text = format!(
+            "{}; attempt {} of {} in {:.1}s",
+            n.reason,
+            n.attempt,
+            n.of,
+            n.wait.as_secs_f64()
+        );
+        match &bar {
+            Some(bar) if !bar.is_hidden() => bar.set_message(text),
+            _ if quiet => {}
+            _ => eprintln!("{text}"),
+        }
+    })
+}
+
 fn run_pull(
     out: &Output,
     settings: &Settings,
@@ -454,26 +475,8 @@ fn run_pull(
 ) -> Result<()> {
     let mut store = open_store(settings)?;
     let spinner = out.spinner("pulling changes");
-    let hook_bar = spinner.clone();
-    // Retry notices go to stderr even with --json: stdout stays data.
-    let quiet = out.quiet;
     let client =
-        api_client(settings, backoff)?.with_retry_hook(Arc::new(move |n: &RetryNotice| {
-            let text = format!(
-                "{}; attempt {} of {} in {:.1}s",
-                n.reason,
-                n.attempt,
-                n.of,
-                n.wait.as_secs_f64()
-            );
-            if hook_bar.is_hidden() {
-                if !quiet {
-                    eprintln!("{text}");
-                }
-            } else {
-                hook_bar.set_message(text);
-            }
-        }));
+        api_client(settings, backoff)?.with_retry_hook(retry_notices(out, Some(spinner.clone())));
     let started = Instant::now();
     let result = pull::pull(&mut store, &client, PullOptions { full, page_size }, |p| {
         let phase = match p.phase {
@@ -804,7 +807,7 @@ fn run_migrate(
         migrate::run(&options, None, None)?
     } else {
         let mut store = open_store(settings)?;
-        let client = api_client(settings, backoff)?;
+        let client = api_client(settings, backoff)?.with_retry_hook(retry_notices(out, None));
         migrate::run(&options, Some(&mut store), Some(&client))?
     };
     out.print(&summary, || migrate::run::render(&summary))?;

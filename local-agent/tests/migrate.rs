@@ -402,6 +402,12 @@ fn a_database_outage_mid_migration_stops_it_cleanly_or_is_ridden_out_and_ends_ex
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["ok"], true, "{summary:#}");
+    // The wait was said, not silent (on stderr: stdout is the JSON).
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("503") && said.contains("; attempt "),
+        "{said}"
+    );
     println!(
         "outage: the first run stopped with {partial} of {} assets; the second, its database down for 3 s, ended {:.1} s after it stopped",
         sum.assets,
