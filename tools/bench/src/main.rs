@@ -99,7 +99,7 @@ impl Sizes {
                 vectors: false,
                 seed: 8,
             },
-            migration_reps: 2,
+            migration_reps: 3,
             vectors: 100_000,
             searches: 200,
             overhead_samples: 3_000,
@@ -272,6 +272,8 @@ fn main() -> Result<()> {
         rows.push(rt.block_on(host::overhead(&probe, &sizes))?);
     }
 
+    // In the order, whatever order they ran in.
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
     let table = report::markdown(&rows);
     println!("\n{table}");
     std::fs::create_dir_all(&args.out)?;
