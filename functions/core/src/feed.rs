@@ -69,7 +69,7 @@ pub fn changes(ctx: &Ctx) -> Handled {
                 snapshot_page(db, 0, 0, h, limit)
             }
             Some(Position::Snapshot { t, a, h }) => snapshot_page(db, t, a, h, limit),
-            Some(Position::Log { x, i }) => log_page(db, x, i, limit),
+            Some(Position::Log { x, i }) => log_page(db, &x, i, limit),
         }
     })?;
     Ok(respond::json(200, &page))
@@ -149,7 +149,20 @@ fn check_horizon(db: &Db, x: &str, i: i64) -> Result<(), Problem> {
     Ok(())
 }
 
-fn log_page(db: &Db, x: String, i: i64, limit: i64) -> Result<Value, Problem> {
+/// The log after (`x`, `i`), `limit` entries at most. Rows changed in the
+/// log are fetched whole; when the rows of a page pass the host's cap on
+/// one query result (507), the page is asked again with half the entries,
+/// down to one.
+fn log_page(db: &Db, x: &str, i: i64, mut limit: i64) -> Result<Value, Problem> {
+    loop {
+        match log_entries(db, x.to_owned(), i, limit) {
+            Err(problem) if problem.status == 507 && limit > 1 => limit /= 2,
+            page => return page,
+        }
+    }
+}
+
+fn log_entries(db: &Db, x: String, i: i64, limit: i64) -> Result<Value, Problem> {
     if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Problem::bad_request(
             "cursor",
