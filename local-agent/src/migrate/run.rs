@@ -1,6 +1,7 @@
 //! The migration, in order: read and convert everything (rejects decided
-//! before anything is sent), import contents, fragments, then assets one by
-//! one (each arrival checked by sha256), then rankings; move the sequences;
+//! before anything is sent), import contents, fragments, then assets one
+//! per request, a few in flight (each arrival checked by sha256), then
+//! rankings; move the sequences;
 //! verify table by table; bring the agent's mirror up to date and copy
 //! `anki_cards`, `vector_embeddings` and the vectors into the store.
 //!
@@ -251,6 +252,30 @@ fn send_rows(
     Ok(run)
 }
 
+/// Asset uploads in flight at once. One at a time left the server and
+/// PostgreSQL idle while the agent read the next blob and waited for each
+/// answer; a few in flight keep both busy (most of a migration's bytes are
+/// assets).
+const ASSET_UPLOADS: usize = 3;
+
+/// The import request of one asset: its path and query.
+fn asset_request(asset: &read::Asset) -> (String, Vec<(&'static str, String)>) {
+    let mut query = vec![("asset_type", asset.asset_type.clone())];
+    if let Some(f) = asset.fragment_id {
+        query.push(("fragment_id", f.to_string()));
+    }
+    if let Some(by) = &asset.created_by {
+        query.push(("created_by", by.clone()));
+    }
+    if let Some(at) = &asset.created_at {
+        query.push(("created_at", at.clone()));
+    }
+    if let Some(m) = &asset.metadata {
+        query.push(("asset_metadata", m.to_string()));
+    }
+    (format!("/api/import/assets/{}", asset.id), query)
+}
+
 fn send_assets(
     client: &ApiClient,
     legacy: &Connection,
@@ -270,66 +295,96 @@ fn send_assets(
     let pb = bar(show, total, "fragment_assets", true);
     let assets = plan.assets.clone();
     let mut kept = Vec::with_capacity(assets.len());
-    for asset in assets {
-        let want = asset.projection();
-        if let Some(got) = on_server.get(&asset.id)
-            && read::checksum(&verify::project(got, &want)) == read::checksum(&want)
-        {
-            run.resumed += 1;
-            pb.inc(asset.size);
-            kept.push(asset);
-            continue;
-        }
-        let bytes = read::asset_bytes(legacy, asset.id)?;
-        let mut query = vec![("asset_type", asset.asset_type.clone())];
-        if let Some(f) = asset.fragment_id {
-            query.push(("fragment_id", f.to_string()));
-        }
-        if let Some(by) = &asset.created_by {
-            query.push(("created_by", by.clone()));
-        }
-        if let Some(at) = &asset.created_at {
-            query.push(("created_at", at.clone()));
-        }
-        if let Some(m) = &asset.metadata {
-            query.push(("asset_metadata", m.to_string()));
-        }
-        let path = format!("/api/import/assets/{}", asset.id);
-        match client.put_bytes(&path, &query, &asset.content_type, &bytes) {
-            Ok(row) => {
-                let sha = row["sha256"].as_str().unwrap_or_default();
-                let size = row["size"].as_u64().unwrap_or_default();
-                if sha != asset.sha256 || size != asset.size {
-                    plan.rejects.add(
-                        ASSETS,
-                        asset.id,
-                        "asset_data",
-                        Reason::ChecksumMismatch,
-                        format!(
-                            "sent {} bytes with sha256 {}, the server holds {size} bytes with {sha}",
-                            asset.size, asset.sha256
-                        ),
-                    );
-                    continue;
+    let mut resumed = Vec::new();
+    // The blobs are read here (the legacy connection stays on this thread)
+    // and uploaded by a few workers; their answers come back here, where
+    // each one is checked and recorded as before, in whatever order.
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(read::Asset, Vec<u8>)>(ASSET_UPLOADS);
+    let queue = std::sync::Mutex::new(queue);
+    let (answers, answered) = std::sync::mpsc::channel();
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..ASSET_UPLOADS {
+            let (queue, answers) = (&queue, answers.clone());
+            scope.spawn(move || {
+                loop {
+                    let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((asset, bytes)) = job else { break };
+                    let (path, query) = asset_request(&asset);
+                    let result = client.put_bytes(&path, &query, &asset.content_type, &bytes);
+                    if answers.send((asset, result)).is_err() {
+                        break;
+                    }
                 }
-                record(progress, source, ASSETS, &[(asset.id, asset.checksum())])?;
-                run.sent += 1;
-                run.bytes += asset.size;
-                kept.push(asset.clone());
+            });
+        }
+        drop(answers);
+        let mut handle = |(asset, result): (read::Asset, Result<Value, ApiError>)| -> Result<()> {
+            match result {
+                Ok(row) => {
+                    let sha = row["sha256"].as_str().unwrap_or_default();
+                    let size = row["size"].as_u64().unwrap_or_default();
+                    if sha != asset.sha256 || size != asset.size {
+                        plan.rejects.add(
+                            ASSETS,
+                            asset.id,
+                            "asset_data",
+                            Reason::ChecksumMismatch,
+                            format!(
+                                "sent {} bytes with sha256 {}, the server holds {size} bytes with {sha}",
+                                asset.size, asset.sha256
+                            ),
+                        );
+                    } else {
+                        record(progress, source, ASSETS, &[(asset.id, asset.checksum())])?;
+                        run.sent += 1;
+                        run.bytes += asset.size;
+                        kept.push(asset.clone());
+                    }
+                }
+                Err(e) => match refused(&e) {
+                    Some(detail) => {
+                        plan.rejects
+                            .add(ASSETS, asset.id, "*", Reason::ServerRefused, detail);
+                    }
+                    None => {
+                        return Err(api_failure(e))
+                            .with_context(|| format!("importing asset {}", asset.id));
+                    }
+                },
             }
-            Err(e) => match refused(&e) {
-                Some(detail) => {
-                    plan.rejects
-                        .add(ASSETS, asset.id, "*", Reason::ServerRefused, detail);
-                }
-                None => {
-                    return Err(api_failure(e))
-                        .with_context(|| format!("importing asset {}", asset.id));
-                }
-            },
+            pb.inc(asset.size);
+            Ok(())
+        };
+        for asset in assets {
+            let want = asset.projection();
+            if let Some(got) = on_server.get(&asset.id)
+                && read::checksum(&verify::project(got, &want)) == read::checksum(&want)
+            {
+                resumed.push(asset);
+                continue;
+            }
+            let bytes = read::asset_bytes(legacy, asset.id)?;
+            // A full queue waits for a worker; meanwhile answers pile up in
+            // their channel and are handled below, so none waits long.
+            jobs.send((asset, bytes))
+                .map_err(|_| anyhow::anyhow!("the asset uploads stopped"))?;
+            while let Ok(answer) = answered.try_recv() {
+                handle(answer)?;
+            }
         }
-        pb.inc(asset.size);
-    }
+        drop(jobs);
+        // Every worker ends once the queue is empty and closed.
+        for answer in answered.iter() {
+            handle(answer)?;
+        }
+        Ok(())
+    });
+    outcome?;
+    run.resumed = resumed.len();
+    pb.inc(resumed.iter().map(|a| a.size).sum());
+    kept.extend(resumed);
+    // In the plan's order again, whatever order the answers came in.
+    kept.sort_by_key(|a| a.id);
     plan.assets = kept;
     pb.finish_and_clear();
     run.seconds = started.elapsed().as_secs_f64();
