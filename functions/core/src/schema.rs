@@ -414,12 +414,24 @@ impl Resource {
 
     /// The select list (aliased `t`), ending with the row's ETag as `_etag`.
     pub fn select_list(&self) -> String {
+        self.select_fields(&self.etag_expr())
+    }
+
+    /// The same without computing the ETag (`_etag` is NULL), for pages of
+    /// rows, which carry none: the md5 of every row was most of the
+    /// database's time for a page (EXPLAIN ANALYZE of 1,000 content rows:
+    /// 4.4 ms with it, 1.6 ms without).
+    pub fn select_list_without_etag(&self) -> String {
+        self.select_fields("NULL::text")
+    }
+
+    fn select_fields(&self, etag: &str) -> String {
         let mut parts: Vec<String> = self
             .fields
             .iter()
             .map(|f| format!("{} AS {}", read_expr(f), f.name))
             .collect();
-        parts.push(format!("{} AS _etag", self.etag_expr()));
+        parts.push(format!("{etag} AS _etag"));
         parts.join(", ")
     }
 
