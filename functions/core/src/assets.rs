@@ -136,17 +136,29 @@ pub fn data(ctx: &Ctx) -> Handled {
     Query::parse(ctx.req, &[])?;
     let id = ctx.id("id")?;
     let db = ctx.db()?;
+    // A plain GET wants the whole asset: its first slice comes with the
+    // metadata, saving a query (for most assets, the only other one).
+    let plain = !ctx.is_head()
+        && ctx.req.header("range").is_none()
+        && ctx.req.header("if-none-match").is_none();
     let meta = db.query(
-        "SELECT asset_sha256, asset_size, content_type FROM fragment_assets WHERE id = $1",
-        &[ParameterValue::Int32(id)],
+        "SELECT asset_sha256, asset_size, content_type,
+                CASE WHEN $2 THEN substring(asset_data FROM 1 FOR $3) END
+         FROM fragment_assets WHERE id = $1",
+        &[
+            ParameterValue::Int32(id),
+            ParameterValue::Boolean(plain),
+            ParameterValue::Int32(READ_SLICE as i32),
+        ],
     )?;
-    let Some(row) = meta.rows.first() else {
+    let Some(mut row) = meta.rows.into_iter().next() else {
         return Err(crud::not_found(&ASSETS, id));
     };
     let sha256 = value::text(&row[0], "asset_sha256")?.unwrap_or_default();
     let size = value::int(&row[1], "asset_size")?.unwrap_or(0) as u64;
     let content_type = value::text(&row[2], "content_type")?
         .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let head_start = value::into_bytes(row.swap_remove(3), "asset_data")?.unwrap_or_default();
 
     if let Some(tags) = request::etags(ctx.req, "if-none-match")
         && request::if_none_match(&tags, &sha256)
@@ -180,7 +192,7 @@ pub fn data(ctx: &Ctx) -> Handled {
         // The host sends no body for HEAD: do not read one.
         Vec::new()
     } else {
-        read_bytes(ctx, id, first, length)?
+        read_bytes(ctx, id, first, length, head_start)?
     };
 
     let mut builder = Response::builder();
@@ -205,12 +217,17 @@ pub fn data(ctx: &Ctx) -> Handled {
 /// `max_asset_bytes` setting allows.
 const READ_SLICE: u64 = 16 << 20;
 
-/// `length` bytes of the asset from byte `first` (0-based), read a slice
-/// at a time. substring() on EXTERNAL storage fetches only the TOAST
-/// chunks a slice needs.
-fn read_bytes(ctx: &Ctx, id: i32, first: u64, length: u64) -> Result<Vec<u8>, Problem> {
+/// `length` bytes of the asset from byte `first` (0-based), of which
+/// `body` holds the start already, read a slice at a time. substring() on
+/// EXTERNAL storage fetches only the TOAST chunks a slice needs.
+fn read_bytes(
+    ctx: &Ctx,
+    id: i32,
+    first: u64,
+    length: u64,
+    mut body: Vec<u8>,
+) -> Result<Vec<u8>, Problem> {
     let db = ctx.db()?;
-    let mut body = Vec::with_capacity(length as usize);
     while (body.len() as u64) < length {
         let at = first + body.len() as u64;
         let want = (length - body.len() as u64).min(READ_SLICE);
@@ -225,8 +242,10 @@ fn read_bytes(ctx: &Ctx, id: i32, first: u64, length: u64) -> Result<Vec<u8>, Pr
         )?;
         let bytes = slice
             .rows
-            .first()
-            .map(|r| value::bytes(&r[0], "asset_data"))
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next())
+            .map(|cell| value::into_bytes(cell, "asset_data"))
             .transpose()?
             .flatten()
             // Deleted between the reads.
@@ -235,7 +254,12 @@ fn read_bytes(ctx: &Ctx, id: i32, first: u64, length: u64) -> Result<Vec<u8>, Pr
             // Replaced by a shorter one between the reads.
             return Err(crud::not_found(&ASSETS, id));
         }
-        body.extend_from_slice(&bytes);
+        // The first slice (for most assets the only one) is the body itself.
+        if body.is_empty() {
+            body = bytes;
+        } else {
+            body.extend_from_slice(&bytes);
+        }
     }
     Ok(body)
 }

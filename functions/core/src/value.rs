@@ -39,6 +39,15 @@ pub fn bytes(cell: &DbValue, what: &str) -> Result<Option<Vec<u8>>, Problem> {
     }
 }
 
+/// Like [`bytes`], taking the cell: a large value is moved, not copied.
+pub fn into_bytes(cell: DbValue, what: &str) -> Result<Option<Vec<u8>>, Problem> {
+    match cell {
+        DbValue::DbNull => Ok(None),
+        DbValue::Binary(v) => Ok(Some(v)),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
 pub fn boolean(cell: &DbValue, what: &str) -> Result<Option<bool>, Problem> {
     match cell {
         DbValue::DbNull => Ok(None),
