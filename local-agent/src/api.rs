@@ -43,10 +43,8 @@ pub enum ApiError {
     Unauthorized { status: u16, detail: String },
     #[error("the cursor is older than what the server's change log still holds")]
     CursorExpired,
-    #[error(
-        "the API kept failing ({status}: {detail}) over {attempts} attempt(s); \
-         try again later, the next pull resumes where this one stopped"
-    )]
+    // No advice here: each command says what a re-run does for it.
+    #[error("the API kept failing ({status}: {detail}) over {attempts} attempt(s)")]
     Unavailable {
         status: u16,
         detail: String,

@@ -15,21 +15,3 @@ pub mod verify;
 
 pub use convert::Repairs;
 pub use run::{Options, Summary, run};
-
-use crate::api::ApiError;
-
-/// An API failure as a migration says it. `ApiError`'s own text for an API
-/// that kept failing ends with advice for `pull`; the migration gives its
-/// own (see [`run::run`]).
-fn api_failure(e: ApiError) -> anyhow::Error {
-    match e {
-        ApiError::Unavailable {
-            status,
-            detail,
-            attempts,
-        } => {
-            anyhow::anyhow!("the API kept failing ({status}: {detail}) over {attempts} attempt(s)")
-        }
-        other => other.into(),
-    }
-}

@@ -26,7 +26,6 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::api_failure;
 use super::convert::Repairs;
 use super::read::{self, ASSETS, CONTENT, FRAGMENTS, Plan, RANKINGS, Row};
 use super::report::Reason;
@@ -229,7 +228,7 @@ fn send_rows(
                                 plan_rejects.add(table, row.id, "*", Reason::ServerRefused, detail)
                             }
                             None => {
-                                return Err(api_failure(e))
+                                return Err(anyhow::Error::from(e))
                                     .with_context(|| format!("importing {table} {}", row.id));
                             }
                         },
@@ -237,7 +236,9 @@ fn send_rows(
                 }
                 ok
             }
-            Err(e) => return Err(api_failure(e)).with_context(|| format!("importing {table}")),
+            Err(e) => {
+                return Err(anyhow::Error::from(e)).with_context(|| format!("importing {table}"));
+            }
         };
         run.sent += done.len();
         if let Some(conn) = progress {
@@ -347,7 +348,7 @@ fn send_assets(
                             .add(ASSETS, asset.id, "*", Reason::ServerRefused, detail);
                     }
                     None => {
-                        return Err(api_failure(e))
+                        return Err(anyhow::Error::from(e))
                             .with_context(|| format!("importing asset {}", asset.id));
                     }
                 },

@@ -57,9 +57,7 @@ pub fn server_rows(client: &ApiClient, table: &str) -> Result<BTreeMap<i64, Valu
         if let Some(c) = &cursor {
             query.push(("cursor", c.clone()));
         }
-        let page = client
-            .get_json(list_path(table), &query)
-            .map_err(super::api_failure)?;
+        let page = client.get_json(list_path(table), &query)?;
         for item in page["items"].as_array().into_iter().flatten() {
             if let Some(id) = item["id"].as_i64() {
                 out.insert(id, item.clone());
