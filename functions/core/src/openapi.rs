@@ -405,6 +405,13 @@ fn operation(component: &str, route: &Route) -> Value {
             "503".into(),
             problem_response("The database does not answer; Retry-After says when to try again."),
         );
+        responses.insert(
+            "507".into(),
+            problem_response(
+                "A row is larger than a component may read from the database in one \
+                 query (128 MiB on Spin); only rows written around this API can be.",
+            ),
+        );
     } else {
         op.insert("security".into(), json!([]));
     }

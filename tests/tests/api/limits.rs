@@ -444,6 +444,11 @@ async fn results_past_the_hosts_cap_are_paged_or_refused_never_crashed_on() {
     let refused = app.get(&format!("/api/content/{huge}")).await;
     let body = problem(&refused, 507);
     assert!(!body["detail"].as_str().unwrap().is_empty());
+    let document = app.get("/api/openapi.json").await.json();
+    assert!(
+        document["paths"]["/api/content/{id}"]["get"]["responses"]["507"].is_object(),
+        "the 507 is documented"
+    );
     let after = app.get(&format!("/api/content/{}", ids[0])).await;
     assert_eq!(after.status, 200);
 }
