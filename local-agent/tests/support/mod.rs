@@ -57,26 +57,29 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// A migrated database of its own; returns its URL.
+/// Creates database `name` in `cluster` with migrations/ applied.
+fn create_migrated(cluster: &Cluster, name: &str) {
+    rt().block_on(async {
+        cluster
+            .create_database(name, None)
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        let migrations = schema_migrate::Migrations::from_dir(repo_root().join("migrations"))
+            .expect("migrations/");
+        let mut client = schema_migrate::connect(&cluster.url(name))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {name}: {e}"));
+        schema_migrate::apply(&mut client, &migrations)
+            .await
+            .unwrap_or_else(|e| panic!("migrating {name}: {e}"));
+    })
+}
+
 pub fn fresh_database() -> String {
     static TEMPLATE: OnceLock<()> = OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let cluster = cluster();
-    TEMPLATE.get_or_init(|| {
-        rt().block_on(async {
-            cluster
-                .create_database("agent_template", None)
-                .await
-                .expect("creating the template");
-            let migrations = schema_migrate::Migrations::from_dir(repo_root().join("migrations"))
-                .expect("migrations/");
-            let mut client = schema_migrate::connect(&cluster.url("agent_template"))
-                .await
-                .expect("connecting to the template");
-            schema_migrate::apply(&mut client, &migrations)
-                .await
-                .expect("migrating the template");
-        })
-    });
+    TEMPLATE.get_or_init(|| create_migrated(cluster, "agent_template"));
     let name = format!("agent_{}", NEXT.fetch_add(1, Ordering::Relaxed));
     rt().block_on(cluster.create_database(&name, Some("agent_template")))
         .expect("cloning the template");
@@ -161,20 +164,7 @@ impl Stack {
     /// restart (a database outage).
     pub fn start_isolated() -> Stack {
         let cluster = Cluster::start().expect("starting a private PostgreSQL cluster");
-        rt().block_on(async {
-            cluster
-                .create_database("app", None)
-                .await
-                .expect("creating the database");
-            let migrations = schema_migrate::Migrations::from_dir(repo_root().join("migrations"))
-                .expect("migrations/");
-            let mut client = schema_migrate::connect(&cluster.url("app"))
-                .await
-                .expect("connecting");
-            schema_migrate::apply(&mut client, &migrations)
-                .await
-                .expect("migrating");
-        });
+        create_migrated(&cluster, "app");
         let (url, port) = (cluster.url("app"), cluster.port());
         Stack::serve(url, port, Some(cluster))
     }

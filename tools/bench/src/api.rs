@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
 
 use crate::Sizes;
-use crate::load::drive;
-use crate::pgbench::Pgbench;
+use crate::load::{Run, drive};
+use crate::pgbench::{Pgbench, PgbenchRun};
 use crate::report::{Row, Target};
 use crate::stack::Stack;
 use crate::stats::{Figure, Latencies};
@@ -122,6 +122,42 @@ pub fn write_script() -> Result<String> {
     Ok(script)
 }
 
+/// Our load runs beside pgbench's over the repetitions: rates and latencies.
+struct AgainstPgbench {
+    ours: Figure,
+    base: Figure,
+    ours_latency: Latencies,
+    base_latency: Latencies,
+}
+
+impl AgainstPgbench {
+    fn new(ours: Figure, base: Figure) -> Self {
+        AgainstPgbench {
+            ours,
+            base,
+            ours_latency: Latencies::default(),
+            base_latency: Latencies::default(),
+        }
+    }
+
+    /// Keeps repetition `rep` of both sides; repetition 0 is the warm-up.
+    fn record(&mut self, rep: usize, run: &Run, pg: &PgbenchRun) {
+        if rep == 0 {
+            return;
+        }
+        self.ours.runs.push(run.per_second());
+        self.ours_latency.add(&run.latencies_ms);
+        self.base.runs.push(pg.tps);
+        self.base_latency.add(&pg.latencies_ms);
+    }
+
+    fn finish(mut self) -> (Figure, Figure) {
+        self.ours_latency.fill(&mut self.ours);
+        self.base_latency.fill(&mut self.base);
+        (self.ours, self.base)
+    }
+}
+
 /// Row 1: `GET /api/content/{id}` against pgbench running the SELECT the
 /// API runs, at each concurrency.
 pub async fn reads(
@@ -140,9 +176,10 @@ pub async fn reads(
     let script = read_script(contents);
     let mut rows = Vec::new();
     for (key, clients) in [("1a", 8), ("1b", 32)] {
-        let mut ours = Figure::named("spin-host + content component, keep-alive HTTP/1.1");
-        let mut base = Figure::named("pgbench -M prepared, same SELECT");
-        let (mut ol, mut bl) = (Latencies::default(), Latencies::default());
+        let mut pair = AgainstPgbench::new(
+            Figure::named("spin-host + content component, keep-alive HTTP/1.1"),
+            Figure::named("pgbench -M prepared, same SELECT"),
+        );
         for rep in 0..=sizes.reps {
             let run = drive(
                 addr,
@@ -157,16 +194,9 @@ pub async fn reads(
             )
             .await?;
             let pg = pgbench.run(&script, clients, sizes.reads, RUN_LIMIT)?;
-            // Repetition 0 is the warm-up.
-            if rep > 0 {
-                ours.runs.push(run.per_second());
-                ol.add(&run.latencies_ms);
-                base.runs.push(pg.tps);
-                bl.add(&pg.latencies_ms);
-            }
+            pair.record(rep, &run, &pg);
         }
-        ol.fill(&mut ours);
-        bl.fill(&mut base);
+        let (ours, base) = pair.finish();
         rows.push(Row::new(
             key,
             format!(
@@ -315,11 +345,12 @@ pub async fn writes(stack: &Stack, addr: SocketAddr, db: &str, sizes: &Sizes) ->
     };
     let script = write_script()?;
     let clients = sizes.write_connections;
-    let mut ours = Figure::named(format!("6 POSTs per content, {clients} connections"));
-    let mut base = Figure::named(format!(
-        "pgbench -M prepared, same 6 INSERTs, {clients} connections"
-    ));
-    let (mut ol, mut bl) = (Latencies::default(), Latencies::default());
+    let mut pair = AgainstPgbench::new(
+        Figure::named(format!("6 POSTs per content, {clients} connections")),
+        Figure::named(format!(
+            "pgbench -M prepared, same 6 INSERTs, {clients} connections"
+        )),
+    );
     for rep in 0..=sizes.reps {
         let run = drive(
             addr,
@@ -340,15 +371,9 @@ pub async fn writes(stack: &Stack, addr: SocketAddr, db: &str, sizes: &Sizes) ->
         )
         .await?;
         let pg = pgbench.run(&script, clients, sizes.writes, RUN_LIMIT)?;
-        if rep > 0 {
-            ours.runs.push(run.per_second());
-            ol.add(&run.latencies_ms);
-            base.runs.push(pg.tps);
-            bl.add(&pg.latencies_ms);
-        }
+        pair.record(rep, &run, &pg);
     }
-    ol.fill(&mut ours);
-    bl.fill(&mut base);
+    let (ours, base) = pair.finish();
     Ok(Row::new(
         "4",
         format!(
