@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::backoff::{Backoff, parse_retry_after};
+use crate::config::{DEFAULT_API_TIMEOUT_SECS, ENV_API_TIMEOUT};
 use crate::feed::ChangePage;
 
 /// The problem type the feed answers with (410) when a cursor is older than
@@ -79,6 +80,7 @@ impl Problem {
 
 pub struct ApiClient {
     agent: ureq::Agent,
+    timeout: Duration,
     base: String,
     token: Option<String>,
     backoff: Backoff,
@@ -104,21 +106,37 @@ enum Attempt<T> {
 }
 
 impl ApiClient {
+    /// A client that waits [`DEFAULT_API_TIMEOUT_SECS`] for an answer.
     pub fn new(base: &str, token: Option<String>, backoff: Backoff) -> ApiClient {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            // Statuses are read and mapped here, not turned into errors.
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_global(Some(Duration::from_secs(120)))
-            .user_agent(concat!("local-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let timeout = Duration::from_secs(DEFAULT_API_TIMEOUT_SECS);
         ApiClient {
-            agent,
+            agent: agent(timeout),
+            timeout,
             base: base.trim_end_matches('/').to_owned(),
             token,
             backoff,
             on_retry: None,
+        }
+    }
+
+    /// Waits `timeout` for a server to start answering: a server that
+    /// accepts a request and never answers turns into a failed try (and is
+    /// retried) rather than a wait without end.
+    pub fn with_timeout(mut self, timeout: Duration) -> ApiClient {
+        self.agent = agent(timeout);
+        self.timeout = timeout;
+        self
+    }
+
+    /// What a failed exchange says, naming the setting when it timed out.
+    fn transport(&self, e: ureq::Error) -> String {
+        match e {
+            ureq::Error::Timeout(_) => format!(
+                "no answer within {} s; if the server is only slow, wait longer with \
+                 --api-timeout (or {ENV_API_TIMEOUT}, or api_timeout in the config file)",
+                self.timeout.as_secs()
+            ),
+            e => e.to_string(),
         }
     }
 
@@ -158,7 +176,7 @@ impl ApiClient {
                         .read_to_vec()
                     {
                         Ok(bytes) => Attempt::Done(bytes),
-                        Err(e) => Attempt::Retry(0, e.to_string(), None),
+                        Err(e) => Attempt::Retry(0, self.transport(e), None),
                     }
                 }
                 other => match self.exchange::<serde_json::Value>(&url, other) {
@@ -205,7 +223,7 @@ impl ApiClient {
     ) -> Attempt<T> {
         let mut response = match result {
             Ok(r) => r,
-            Err(e) => return Attempt::Retry(0, e.to_string(), None),
+            Err(e) => return Attempt::Retry(0, self.transport(e), None),
         };
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -218,7 +236,9 @@ impl ApiClient {
                 Ok(v) => Attempt::Done(v),
                 // A body cut off mid-way is a transport failure, not a bad
                 // server: worth another try.
-                Err(ureq::Error::Io(e)) => Attempt::Retry(status, e.to_string(), None),
+                Err(e @ (ureq::Error::Io(_) | ureq::Error::Timeout(_))) => {
+                    Attempt::Retry(status, self.transport(e), None)
+                }
                 Err(e) => Attempt::Fail(ApiError::Protocol {
                     url: url.to_owned(),
                     reason: e.to_string(),
@@ -291,6 +311,20 @@ impl ApiClient {
             }
         }
     }
+}
+
+/// The HTTP agent: `timeout` for the answer to start, a connection within
+/// 10 s, and a bound on a whole body (a 128 MiB asset over a slow link).
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        // Statuses are read and mapped here, not turned into errors.
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(timeout))
+        .timeout_recv_body(Some(Duration::from_secs(600)))
+        .user_agent(concat!("local-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
 /// Generic calls for the migration: import batches, asset uploads and

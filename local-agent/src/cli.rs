@@ -57,6 +57,10 @@ pub struct Global {
     /// environment or the config file, as other users can see flags in `ps`
     #[arg(long, global = true, value_name = "JWT")]
     pub token: Option<String>,
+    /// Seconds to wait for the API to start answering a request before the
+    /// try counts as failed [env: THAI_AGENT_API_TIMEOUT] [default: 60]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub api_timeout: Option<u64>,
     /// Print results as JSON (for scripts); no progress bars
     #[arg(long, global = true)]
     pub json: bool,
@@ -285,6 +289,7 @@ pub fn run(cli: Cli) -> Result<()> {
         db: cli.global.db.clone(),
         api_url: cli.global.api_url.clone(),
         token: cli.global.token.clone(),
+        api_timeout: cli.global.api_timeout,
         embed_model,
         ..Flags::default()
     };
@@ -361,7 +366,8 @@ fn api_client(settings: &Settings, backoff: Backoff) -> Result<ApiClient> {
         &url.value,
         settings.token.as_ref().map(|t| t.value.clone()),
         backoff,
-    ))
+    )
+    .with_timeout(Duration::from_secs(settings.api_timeout.value)))
 }
 
 fn embedder(settings: &Settings, backoff: Backoff) -> Result<Box<dyn Embedder>> {
@@ -761,6 +767,7 @@ fn describe_settings(s: &Settings) -> String {
          store        {} ({})\n\
          api url      {}\n\
          token        {}\n\
+         api timeout  {} s ({})\n\
          embed model  {} ({})\n\
          embed url    {}\n\
          embed key    {}",
@@ -770,6 +777,8 @@ fn describe_settings(s: &Settings) -> String {
         src(s.db.source),
         opt(&s.api_url, false),
         opt(&s.token, true),
+        s.api_timeout.value,
+        src(s.api_timeout.source),
         s.embed.model.value,
         src(s.embed.model.source),
         opt(&s.embed.url, false),

@@ -15,6 +15,10 @@ pub const ENV_CONFIG: &str = "THAI_AGENT_CONFIG";
 pub const ENV_EMBED_URL: &str = "THAI_AGENT_EMBED_URL";
 pub const ENV_EMBED_MODEL: &str = "THAI_AGENT_EMBED_MODEL";
 pub const ENV_EMBED_API_KEY: &str = "THAI_AGENT_EMBED_API_KEY";
+pub const ENV_API_TIMEOUT: &str = "THAI_AGENT_API_TIMEOUT";
+
+/// Seconds the agent waits for the API to start answering a request.
+pub const DEFAULT_API_TIMEOUT_SECS: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,6 +45,11 @@ pub enum ConfigError {
     #[error("{what} {value:?} is not an http:// or https:// URL")]
     BadUrl { what: &'static str, value: String },
     #[error(
+        "the API timeout {value:?} is not a number of seconds from 1 to 3600 \
+         (--api-timeout, {ENV_API_TIMEOUT} or api_timeout in the config file)"
+    )]
+    BadTimeout { value: String },
+    #[error(
         "embedding model {model:?} needs an OpenAI-compatible endpoint: set embed.url in the \
          config file or {ENV_EMBED_URL} (e.g. http://localhost:11434/v1 for Ollama), or use \
          the built-in model {HASHED_NGRAMS_MODEL}"
@@ -59,6 +68,9 @@ pub struct FileConfig {
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db: Option<PathBuf>,
+    /// Seconds to wait for the API to start answering a request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_timeout: Option<u64>,
     #[serde(default, skip_serializing_if = "EmbedFileConfig::is_empty")]
     pub embed: EmbedFileConfig,
     /// The `[anki]` table: see [`crate::anki::AnkiFileConfig`].
@@ -169,6 +181,7 @@ pub struct Flags {
     pub db: Option<PathBuf>,
     pub api_url: Option<String>,
     pub token: Option<String>,
+    pub api_timeout: Option<u64>,
     pub embed_url: Option<String>,
     pub embed_model: Option<String>,
     pub embed_api_key: Option<String>,
@@ -199,6 +212,8 @@ pub struct Settings {
     pub api_url: Option<Sourced<String>>,
     #[serde(serialize_with = "redact")]
     pub token: Option<Sourced<String>>,
+    /// Seconds to wait for the API to start answering a request.
+    pub api_timeout: Sourced<u64>,
     pub embed: EmbedSettings,
 }
 
@@ -292,6 +307,22 @@ pub fn resolve(
         check_url("the API URL", &url.value)?;
     }
     let token = pick(flags.token.clone(), env(ENV_TOKEN), file.token.clone());
+    let env_timeout = env(ENV_API_TIMEOUT)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ConfigError::BadTimeout { value: v })
+        })
+        .transpose()?;
+    let api_timeout = pick(flags.api_timeout, env_timeout, file.api_timeout).unwrap_or(Sourced {
+        value: DEFAULT_API_TIMEOUT_SECS,
+        source: Source::Default,
+    });
+    if !(1..=3600).contains(&api_timeout.value) {
+        return Err(ConfigError::BadTimeout {
+            value: api_timeout.value.to_string(),
+        });
+    }
     let model = pick(
         flags.embed_model.clone(),
         env(ENV_EMBED_MODEL),
@@ -319,6 +350,7 @@ pub fn resolve(
         db,
         api_url,
         token,
+        api_timeout,
         embed: EmbedSettings {
             model,
             url,
@@ -386,11 +418,52 @@ mod tests {
     }
 
     #[test]
+    fn the_api_timeout_comes_from_flag_env_file_or_default() {
+        let file = FileConfig {
+            api_timeout: Some(30),
+            ..Default::default()
+        };
+        let s = settings(&Flags::default(), &[], &FileConfig::default());
+        assert_eq!(s.api_timeout.value, DEFAULT_API_TIMEOUT_SECS);
+        assert_eq!(s.api_timeout.source, Source::Default);
+        let s = settings(&Flags::default(), &[], &file);
+        assert_eq!(
+            (s.api_timeout.value, s.api_timeout.source),
+            (30, Source::File)
+        );
+        let s = settings(&Flags::default(), &[(ENV_API_TIMEOUT, "45")], &file);
+        assert_eq!(
+            (s.api_timeout.value, s.api_timeout.source),
+            (45, Source::Env)
+        );
+        let flags = Flags {
+            api_timeout: Some(5),
+            ..Default::default()
+        };
+        let s = settings(&flags, &[(ENV_API_TIMEOUT, "45")], &file);
+        assert_eq!(
+            (s.api_timeout.value, s.api_timeout.source),
+            (5, Source::Flag)
+        );
+        let env = env_of(&[(ENV_API_TIMEOUT, "soon")]);
+        let path = config_path(&Flags::default(), &env, Some(&dirs())).unwrap();
+        let err = resolve(&Flags::default(), &env, path, &file, Some(&dirs())).unwrap_err();
+        assert!(err.to_string().contains(ENV_API_TIMEOUT), "{err}");
+        let zero = Flags {
+            api_timeout: Some(0),
+            ..Default::default()
+        };
+        let path = config_path(&zero, &env_of(&[]), Some(&dirs())).unwrap();
+        assert!(resolve(&zero, &env_of(&[]), path, &file, Some(&dirs())).is_err());
+    }
+
+    #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
         let file = FileConfig {
             api_url: Some("http://file:1".into()),
             token: Some("file-token".into()),
             db: Some("/file.db".into()),
+            api_timeout: Some(30),
             embed: EmbedFileConfig {
                 model: Some("file-model".into()),
                 url: Some("http://embed-file/v1".into()),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::Digest;
-use support::{Reply, Server, project_manifest, repo_root, sources};
+use support::{Reply, Server, borrowed, repo_root};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const SECRET: &str = "browser-test-jwt-secret-long-enough-for-hs256";
@@ -115,8 +115,7 @@ fn artifacts_dir() -> PathBuf {
 struct Stack {
     server: Option<Server>,
     addr: std::net::SocketAddr,
-    manifest: spin_host::manifest::Manifest,
-    sources: spin_host::variables::Sources,
+    variables: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -168,7 +167,7 @@ impl Stack {
             }
         };
         self.server = Some(
-            Server::start_on(listener, &self.manifest, &self.sources)
+            Server::project_on(listener, &borrowed(&self.variables))
                 .await
                 .expect("serving spin.toml again"),
         );
@@ -180,22 +179,20 @@ async fn assessors_listen_rate_and_lose_nothing_when_the_api_is_down() {
     let (chromium, project) = prerequisites();
     let db_url = integration_tests::db::fresh_database().await;
     let db_host = format!("127.0.0.1:{}", integration_tests::db::cluster().port());
-    let manifest = project_manifest();
-    let sources = sources(&[
-        ("db_url", &db_url),
-        ("db_host", &db_host),
-        ("jwt_secret", SECRET),
-    ]);
+    let variables = vec![
+        ("db_url", db_url.clone()),
+        ("db_host", db_host),
+        ("jwt_secret", SECRET.to_owned()),
+    ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Server::start_on(listener, &manifest, &sources)
+    let server = Server::project_on(listener, &borrowed(&variables))
         .await
         .expect("serving spin.toml");
     let mut stack = Stack {
         server: Some(server),
         addr,
-        manifest,
-        sources,
+        variables,
     };
 
     // Seed: a content with two fragments, three audio clips, and one

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Server, project_manifest, sources};
+use support::Server;
 
 async fn migrated_cluster() -> (throwaway_pg::Cluster, String) {
     let cluster = tokio::task::spawn_blocking(throwaway_pg::Cluster::start)
@@ -31,12 +31,9 @@ fn latest_version() -> String {
 async fn health_follows_the_database_down_and_back_up() {
     let (cluster, url) = migrated_cluster().await;
     let db_host = format!("127.0.0.1:{}", cluster.port());
-    let server = Server::start(
-        &project_manifest(),
-        &sources(&[("db_url", &url), ("db_host", &db_host), ("jwt_secret", "x")]),
-    )
-    .await
-    .expect("serving spin.toml");
+    let server = Server::project(&[("db_url", &url), ("db_host", &db_host), ("jwt_secret", "x")])
+        .await
+        .expect("serving spin.toml");
 
     let up = server.get("/api/health").await;
     assert_eq!(up.status, 200, "{}", up.text());
@@ -95,13 +92,10 @@ async fn health_follows_the_database_down_and_back_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn other_methods_get_405_with_allow() {
-    let server = Server::start(
-        &project_manifest(),
-        &sources(&[
-            ("db_url", "postgres://nobody@127.0.0.1:1/x?sslmode=disable"),
-            ("jwt_secret", "x"),
-        ]),
-    )
+    let server = Server::project(&[
+        ("db_url", "postgres://nobody@127.0.0.1:1/x?sslmode=disable"),
+        ("jwt_secret", "x"),
+    ])
     .await
     .unwrap();
     for method in [http::Method::POST, http::Method::DELETE, http::Method::PUT] {
@@ -119,14 +113,11 @@ async fn other_methods_get_405_with_allow() {
 async fn an_unmigrated_database_is_not_healthy() {
     let url = integration_tests::db::empty_database().await;
     let port = integration_tests::db::cluster().port();
-    let server = Server::start(
-        &project_manifest(),
-        &sources(&[
-            ("db_url", &url),
-            ("db_host", &format!("127.0.0.1:{port}")),
-            ("jwt_secret", "x"),
-        ]),
-    )
+    let server = Server::project(&[
+        ("db_url", &url),
+        ("db_host", &format!("127.0.0.1:{port}")),
+        ("jwt_secret", "x"),
+    ])
     .await
     .unwrap();
     let r = server.get("/api/health").await;

@@ -6,7 +6,7 @@
 //! all of Spin 3.x's) arrive as `query-failed(db-error(..))`. [`sqlstate`]
 //! reads the code from either, so callers branch on meaning, not on host.
 
-use spin_sdk::pg4::{Connection, ParameterValue, PgError, QueryError, RowSet};
+use spin_sdk::pg4::{Connection, DbValue, ParameterValue, PgError, QueryError, RowSet};
 
 use crate::Problem;
 
@@ -192,8 +192,45 @@ pub fn problem(err: &PgError) -> Problem {
 }
 
 /// Component stderr is where Spin hosts collect logs.
-fn log(err: &PgError) {
+pub fn log(err: &PgError) {
     eprintln!("database error: {err:?}");
+}
+
+/// `sql` wrapped so that its result always has at least one row.
+///
+/// Spin 4.0.0 to 4.0.2 describe a result's columns when its first row
+/// arrives, so a query that matches no row never returns to the component
+/// (spinframework/spin#3671, fixed after 4.0.2). Joining the statement's
+/// rows, each tagged with a marker column, to a one-row relation gives one
+/// row of NULLs (marker included) where the statement gave none, and the
+/// statement's own rows otherwise. A data-modifying statement is allowed in
+/// a top-level WITH, so the same form serves `UPDATE … RETURNING`. The join
+/// has no clause a hash or merge join could use: PostgreSQL runs it as a
+/// nested loop over the single outer row, which hands the inner rows on in
+/// the statement's own order, and a plain SELECT is inlined rather than
+/// materialised.
+fn guarded(sql: &str) -> String {
+    format!(
+        "WITH q AS ({sql}) SELECT r.* FROM (SELECT) AS one LEFT JOIN (SELECT q.*, true FROM q) AS r ON true"
+    )
+}
+
+/// The statement's own result from a [`guarded`] one: the marker column
+/// dropped, and the row of NULLs that stands for no row removed.
+pub fn unguarded(mut rows: RowSet) -> Result<RowSet, Problem> {
+    let malformed = || {
+        eprintln!("database error: a guarded result came back without its marker column");
+        Problem::new(500).detail("the database reported an unexpected error")
+    };
+    rows.columns.pop().ok_or_else(malformed)?;
+    for row in &mut rows.rows {
+        if !matches!(row.pop().ok_or_else(malformed)?, DbValue::Boolean(true)) {
+            // Only the stand-in row has a NULL marker, and it is alone.
+            rows.rows.clear();
+            break;
+        }
+    }
+    Ok(rows)
 }
 
 /// A connection for one request; every error comes back as its [`Problem`].
@@ -208,8 +245,19 @@ impl Db {
             .map_err(|err| problem(&err))
     }
 
+    /// Runs `sql` and returns its rows, guarded against Spin's zero-row
+    /// hang (see [`guarded`]): every statement reaches the host in a form
+    /// that yields at least one row.
     pub fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, Problem> {
-        self.conn.query(sql, params).map_err(|err| problem(&err))
+        self.try_query(sql, params)
+            .map_err(|err| problem(&err))
+            .and_then(unguarded)
+    }
+
+    /// [`Db::query`] for the caller that branches on the database's own
+    /// error before it becomes a problem.
+    pub fn try_query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, PgError> {
+        self.conn.query(&guarded(sql), params)
     }
 
     pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, Problem> {
@@ -276,6 +324,51 @@ mod tests {
             r#"Error { kind: Db, cause: Some(DbError { code: "23514", table: Some("rankings"), constraint: Some("rankings_rank_score_check") }) }"#.into(),
         ));
         assert_eq!(constraint_field(&driver).as_deref(), Some("rank_score"));
+    }
+
+    fn column(name: &str) -> spin_sdk::pg4::Column {
+        spin_sdk::pg4::Column {
+            name: name.into(),
+            data_type: spin_sdk::pg4::DbDataType::Int32,
+        }
+    }
+
+    #[test]
+    fn every_statement_is_sent_guarded() {
+        let sql = guarded("UPDATE t SET a = $1 WHERE id = $2 RETURNING id");
+        assert!(sql.starts_with("WITH q AS (UPDATE t SET a = $1 WHERE id = $2 RETURNING id) "));
+        assert!(sql.contains("LEFT JOIN (SELECT q.*, true FROM q) AS r ON true"));
+    }
+
+    #[test]
+    fn the_stand_in_row_of_an_empty_result_is_dropped() {
+        let empty = RowSet {
+            columns: vec![column("id"), column("bool")],
+            rows: vec![vec![DbValue::DbNull, DbValue::DbNull]],
+        };
+        let rows = unguarded(empty).unwrap();
+        assert_eq!(rows.columns.len(), 1);
+        assert!(rows.rows.is_empty());
+
+        let two = RowSet {
+            columns: vec![column("id"), column("bool")],
+            rows: vec![
+                vec![DbValue::DbNull, DbValue::Boolean(true)],
+                vec![DbValue::Int32(7), DbValue::Boolean(true)],
+            ],
+        };
+        let rows = unguarded(two).unwrap();
+        assert_eq!(rows.columns.len(), 1);
+        assert_eq!(
+            format!("{:?}", rows.rows),
+            "[[DbValue::DbNull], [DbValue::Int32(7)]]"
+        );
+
+        let unmarked = RowSet {
+            columns: vec![],
+            rows: vec![],
+        };
+        assert_eq!(unguarded(unmarked).unwrap_err().status, 500);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod cursor;
 pub mod db;
 pub mod expand;
 pub mod feed;
+pub mod health;
 pub mod import;
 pub mod openapi;
 pub mod problem;

@@ -8,21 +8,19 @@
 
 pub mod migration;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use app_server::AppServer;
 use serde_json::Value;
-use spin_host::manifest::Manifest;
-use spin_host::runtime::Runtime;
-use spin_host::variables::Sources;
 use throwaway_pg::Cluster;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    app_server::repo_root()
 }
 
 /// One multi-threaded runtime per test binary: it drives the HTTP server
@@ -86,58 +84,12 @@ pub fn fresh_database() -> String {
     cluster.url(&name)
 }
 
-/// The component packages spin.toml builds (`cargo build … -p <package>`).
-fn component_packages() -> Vec<String> {
-    let text = std::fs::read_to_string(repo_root().join("spin.toml")).expect("spin.toml");
-    text.lines()
-        .filter(|l| l.trim_start().starts_with("command") && l.contains("cargo build"))
-        .filter_map(|l| l.split(" -p ").nth(1))
-        .map(|rest| rest.split(['"', ' ']).next().unwrap_or_default().to_owned())
-        .collect()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-}
-
-/// Builds the components once per test binary (a no-op check when they
-/// are built already) and returns the directory of the `.wasm` files.
-fn wasm_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
-        command.current_dir(repo_root()).args([
-            "build",
-            "--target",
-            "wasm32-wasip2",
-            "--release",
-            "--quiet",
-        ]);
-        for package in component_packages() {
-            command.args(["-p", &package]);
-        }
-        let status = command
-            .status()
-            .expect("running cargo to build the components");
-        assert!(status.success(), "building the components failed");
-        target_dir().join("wasm32-wasip2/release")
-    })
-}
-
-fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| Runtime::new().expect("creating the Wasm runtime"))
-}
-
 /// The API served over one fresh database.
 pub struct Stack {
     pub api_url: String,
     pub db_url: String,
     secret: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    app: Option<AppServer>,
     pub pg: tokio_postgres::Client,
     own_cluster: Option<Cluster>,
 }
@@ -171,43 +123,20 @@ impl Stack {
 
     fn serve(db_url: String, port: u16, own_cluster: Option<Cluster>) -> Stack {
         let secret = format!("test-secret-{}", std::process::id());
-        let mut manifest = Manifest::from_file(&repo_root().join("spin.toml")).expect("spin.toml");
-        for c in manifest.components.values_mut() {
-            let file = c.source.file_name().expect("a file name").to_owned();
-            c.source = wasm_dir().join(file);
-        }
-        let explicit: HashMap<String, String> = [
-            ("db_url", db_url.clone()),
-            ("db_host", format!("127.0.0.1:{port}")),
-            ("jwt_secret", secret.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let sources = Sources {
-            explicit,
-            env: Some(Box::new(|_| None)),
-        };
-        let app = runtime()
-            .load(&manifest, &sources)
-            .expect("loading spin.toml");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let addr = rt().block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("binding a loopback port");
-            let addr = listener.local_addr().expect("local address");
-            tokio::spawn(spin_host::trigger::serve(listener, Arc::new(app), async {
-                let _ = stopped.await;
-            }));
-            addr
-        });
+        let db_host = format!("127.0.0.1:{port}");
+        let app = rt()
+            .block_on(AppServer::start(&[
+                ("db_url", &db_url),
+                ("db_host", &db_host),
+                ("jwt_secret", &secret),
+            ]))
+            .expect("serving spin.toml");
         Stack {
-            api_url: format!("http://{addr}"),
+            api_url: app.url(),
             pg: connect(&db_url),
             db_url,
             secret,
-            stop: Some(stop),
+            app: Some(app),
             own_cluster,
         }
     }
@@ -326,9 +255,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        // A bundled host is stopped from inside the runtime that drives it.
+        let _guard = rt().enter();
+        drop(self.app.take());
     }
 }
 

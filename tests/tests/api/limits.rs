@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use crate::bad_input::state;
+use crate::support::parse_reply;
 use crate::{App, MAX_ASSET_BYTES, problem, token};
 
 /// What each hostile body would send if it were read to its end: far
@@ -106,49 +107,13 @@ async fn send_endless(
 
 /// A whole HTTP/1.1 answer, once all of it is in.
 fn parse(bytes: &[u8]) -> Option<Outcome> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&bytes[..end]).expect("an ASCII head");
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let mut content_type = None;
-    let mut length = 0;
-    let mut chunked = false;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            match name.to_ascii_lowercase().as_str() {
-                "content-type" => content_type = Some(value.trim().to_owned()),
-                "content-length" => length = value.trim().parse().ok()?,
-                "transfer-encoding" => chunked = value.trim().eq_ignore_ascii_case("chunked"),
-                _ => {}
-            }
-        }
-    }
-    let body = if chunked {
-        dechunk(&bytes[end..])?
-    } else {
-        bytes.get(end..end + length)?.to_vec()
-    };
+    let reply = parse_reply(bytes)?;
     Some(Outcome {
-        status,
-        content_type,
-        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        status: reply.status,
+        content_type: reply.header("content-type").map(str::to_owned),
+        body: serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null),
         sent: 0,
     })
-}
-
-/// A chunked body up to its last chunk; `None` until that has arrived.
-fn dechunk(mut bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line = bytes.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&bytes[..line]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(bytes.get(line + 2..line + 2 + size)?);
-        bytes = bytes.get(line + 2 + size + 2..)?;
-    }
 }
 
 fn bearer(role: &str) -> Option<String> {

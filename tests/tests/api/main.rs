@@ -22,7 +22,7 @@ mod rankings;
 
 use bytes::Bytes;
 use serde_json::Value;
-use support::{Reply, Server, project_manifest, sources};
+use support::{Reply, Server, borrowed};
 
 /// The asset size limit the tests run with: small enough to test cheaply,
 /// large enough for a 2 MiB TTS file.
@@ -55,7 +55,8 @@ impl App {
     }
 
     async fn serve(db_url: String, port: u16, cluster: Option<throwaway_pg::Cluster>) -> App {
-        let server = Server::start(&project_manifest(), &app_sources(&db_url, port))
+        let variables = app_variables(&db_url, port);
+        let server = Server::project(&borrowed(&variables))
             .await
             .expect("serving spin.toml");
         App {
@@ -147,15 +148,13 @@ impl App {
 
 /// The variables the tests serve spin.toml with, over the database at
 /// `db_url` on a server listening on `port`.
-pub fn app_sources(db_url: &str, port: u16) -> spin_host::variables::Sources {
-    let db_host = format!("127.0.0.1:{port}");
-    let max = MAX_ASSET_BYTES.to_string();
-    sources(&[
-        ("db_url", db_url),
-        ("db_host", &db_host),
-        ("jwt_secret", SECRET),
-        ("max_asset_bytes", &max),
-    ])
+pub fn app_variables(db_url: &str, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("db_url", db_url.to_owned()),
+        ("db_host", format!("127.0.0.1:{port}")),
+        ("jwt_secret", SECRET.to_owned()),
+        ("max_asset_bytes", MAX_ASSET_BYTES.to_string()),
+    ]
 }
 
 /// A valid HS256 token for `role`, an hour long.

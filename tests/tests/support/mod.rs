@@ -14,55 +14,16 @@ use spin_host::manifest::Manifest;
 use spin_host::runtime::{HostError, Runtime};
 use spin_host::variables::Sources;
 
-/// The component packages the tests run.
-pub const COMPONENTS: [&str; 9] = [
-    "api-assess",
-    "api-health",
-    "api-content",
-    "api-fragments",
-    "api-assets",
-    "api-rankings",
-    "api-changes",
-    "api-openapi",
-    "test-probe",
-];
-
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    app_server::repo_root()
 }
 
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => repo_root().join("target"),
-    }
-}
-
-/// Builds the components (release, wasm32-wasip2) once per test binary and
-/// returns the directory holding the `.wasm` files. The nested cargo takes
-/// the release and wasm32 locks, which the outer `cargo test` (debug
-/// profile, host target) does not hold; when CI has built them already this
-/// is a no-op check.
+/// Builds the probe component (release, wasm32-wasip2) once per test
+/// binary and returns the directory holding the `.wasm` files.
 pub fn wasm_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = std::process::Command::new(cargo);
-        command.current_dir(repo_root()).args([
-            "build",
-            "--target",
-            "wasm32-wasip2",
-            "--release",
-            "--quiet",
-        ]);
-        for package in COMPONENTS {
-            command.args(["-p", package]);
-        }
-        let status = command
-            .status()
-            .expect("running cargo to build the components");
-        assert!(status.success(), "building the components failed");
-        target_dir().join("wasm32-wasip2/release")
+        app_server::components::build(&["test-probe".to_owned()]).expect("building the probe")
     })
 }
 
@@ -71,7 +32,10 @@ pub fn wasm(package: &str) -> PathBuf {
     wasm_dir().join(format!("{}.wasm", package.replace('-', "_")))
 }
 
-/// One runtime per test binary: its cache compiles each component once.
+/// The runtime of the host tests' own manifests: its cache compiles each
+/// component once. It answers empty results (the probe asks for some on
+/// purpose); the project's app is served by [`app_server`], which refuses
+/// them.
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| Runtime::new().expect("creating the Wasm runtime"))
@@ -98,36 +62,36 @@ pub fn manifest(text: &str) -> Manifest {
 /// The repository's own spin.toml, with sources pointed at the wasm files
 /// this test run built (they differ when CARGO_TARGET_DIR is set).
 pub fn project_manifest() -> Manifest {
-    let mut m = Manifest::from_file(&repo_root().join("spin.toml")).expect("spin.toml");
-    for c in m.components.values_mut() {
-        let file = c.source.file_name().expect("a file name").to_owned();
-        c.source = wasm_dir().join(file);
-    }
-    m
+    app_server::components::project_manifest().expect("spin.toml and its components")
 }
 
-/// An app served on a loopback port until dropped.
+/// Owned variables as [`Server::project`] takes them.
+pub fn borrowed<'a>(variables: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    variables.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// An app served on a loopback port until dropped: a test manifest on
+/// the bundled host, or the project's spin.toml on the host the
+/// environment chooses ([`app_server::Host::from_env`]).
 pub struct Server {
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    serving: Serving,
+}
+
+enum Serving {
+    Manifest {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    },
+    Project(Option<app_server::AppServer>),
 }
 
 impl Server {
+    /// Serves a test manifest with the bundled host.
     pub async fn start(manifest: &Manifest, sources: &Sources) -> Result<Self, HostError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a loopback port");
-        Self::start_on(listener, manifest, sources).await
-    }
-
-    /// Serves on `listener`: a test that stops a server and starts another
-    /// on the same address (the browser keeps its URL) binds it itself.
-    pub async fn start_on(
-        listener: tokio::net::TcpListener,
-        manifest: &Manifest,
-        sources: &Sources,
-    ) -> Result<Self, HostError> {
         let app = runtime().load(manifest, sources)?;
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -136,20 +100,56 @@ impl Server {
         }));
         Ok(Self {
             addr,
-            stop: Some(stop),
-            task: Some(task),
+            serving: Serving::Manifest {
+                stop: Some(stop),
+                task: Some(task),
+            },
         })
+    }
+
+    /// Serves the project's spin.toml with `variables`.
+    pub async fn project(variables: &[(&str, &str)]) -> Result<Self, app_server::Error> {
+        let app = app_server::AppServer::start(variables).await?;
+        Ok(Self::from_app(app))
+    }
+
+    /// The same on `listener`'s address: a test that stops a server and
+    /// starts another on the same address (the browser keeps its URL)
+    /// binds it itself.
+    pub async fn project_on(
+        listener: tokio::net::TcpListener,
+        variables: &[(&str, &str)],
+    ) -> Result<Self, app_server::Error> {
+        let app = app_server::AppServer::start_on(listener, variables).await?;
+        Ok(Self::from_app(app))
+    }
+
+    fn from_app(app: app_server::AppServer) -> Self {
+        Self {
+            addr: app.addr,
+            serving: Serving::Project(Some(app)),
+        }
+    }
+
+    /// What a real Spin and the components wrote so far; `None` when the
+    /// app runs in this process.
+    pub fn output(&self) -> Option<String> {
+        match &self.serving {
+            Serving::Project(Some(app)) => app.output(),
+            _ => None,
+        }
     }
 
     /// Stops accepting, waits for requests in flight, and reports how the
     /// server ended.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
-        let _ = self.stop.take().expect("running").send(());
-        self.task
-            .take()
-            .expect("running")
-            .await
-            .expect("server task")
+        match &mut self.serving {
+            Serving::Manifest { stop, task } => {
+                let _ = stop.take().expect("running").send(());
+                task.take().expect("running").await.expect("server task")
+            }
+            Serving::Project(app) => app.take().expect("running").shutdown().await,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -177,8 +177,13 @@ impl Server {
     }
 }
 
+/// Bodies from this size on are sent as curl sends them, announced with
+/// `Expect: 100-continue` and written only once the server asks for them.
+pub const EXPECT_CONTINUE_FROM: usize = 1 << 20;
+
 /// One request on a connection of its own to a server at `addr`, its
-/// answer read whole.
+/// answer read whole. A large body waits for `100 Continue` (see
+/// [`send_expecting_continue`]); others go through hyper.
 pub async fn send_to(
     addr: SocketAddr,
     method: http::Method,
@@ -186,6 +191,9 @@ pub async fn send_to(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Reply {
+    if body.len() >= EXPECT_CONTINUE_FROM {
+        return send_expecting_continue(addr, method, path, headers, body).await;
+    }
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connecting to the host");
@@ -220,9 +228,122 @@ pub async fn send_to(
     }
 }
 
+/// A request whose body is announced with `Expect: 100-continue`, as curl
+/// does for large uploads (RFC 9110 §10.1.1): the body is written only
+/// after `100 Continue`, so a server that refuses it from the head (a 413
+/// on the declared length, a 401) answers a client that never sent it.
+/// A server that closes with a body half-read resets the connection and
+/// the client may lose the answer; Spin does not linger on close.
+pub async fn send_expecting_continue(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting to the host");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nexpect: 100-continue\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("writing the head");
+    let mut received = Vec::new();
+    let mut body_sent = false;
+    loop {
+        if let Some(reply) = parse_reply(&received) {
+            if reply.status != 100 {
+                return reply;
+            }
+            // Interim answer: drop it and send the body.
+            let end = received
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("a head")
+                + 4;
+            received.drain(..end);
+            if !body_sent {
+                stream.write_all(&body).await.expect("writing the body");
+                body_sent = true;
+            }
+            continue;
+        }
+        received.reserve(64 << 10);
+        let n = stream
+            .read_buf(&mut received)
+            .await
+            .expect("reading the answer");
+        assert!(n > 0, "the server closed before answering");
+    }
+}
+
+/// A whole HTTP/1.1 answer in `bytes`, or `None` while part of it is still
+/// to come. An interim (1xx) answer comes back alone.
+pub fn parse_reply(bytes: &[u8]) -> Option<Reply> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&bytes[..end]).expect("an ASCII head");
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut headers = http::HeaderMap::new();
+    let mut length = 0;
+    let mut chunked = false;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            match name.as_str() {
+                "content-length" => length = value.parse().ok()?,
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                _ => {}
+            }
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                http::HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+    }
+    let body = if status < 200 {
+        Vec::new()
+    } else if chunked {
+        dechunk(&bytes[end..])?
+    } else {
+        bytes.get(end..end + length)?.to_vec()
+    };
+    Some(Reply {
+        status,
+        headers,
+        body: Bytes::from(body),
+    })
+}
+
+/// A chunked body up to its last chunk; `None` until that has arrived.
+fn dechunk(mut bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = bytes.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&bytes[..line]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(bytes.get(line + 2..line + 2 + size)?);
+        bytes = bytes.get(line + 2 + size + 2..)?;
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
+        if let Serving::Manifest { stop, .. } = &mut self.serving
+            && let Some(stop) = stop.take()
+        {
             let _ = stop.send(());
         }
     }

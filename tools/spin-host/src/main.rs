@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use spin_host::manifest::Manifest;
+use spin_host::postgres::EmptyResults;
 use spin_host::runtime::Runtime;
 use spin_host::variables::Sources;
 
@@ -24,6 +25,10 @@ struct Args {
     /// defaults. May be repeated.
     #[arg(long = "variable", value_parser = parse_variable)]
     variables: Vec<(String, String)>,
+    /// Fail every Postgres query that matches no row, naming it, where Spin
+    /// 4.0.0 to 4.0.2 would never answer it (spinframework/spin#3671).
+    #[arg(long)]
+    refuse_empty_results: bool,
 }
 
 fn parse_variable(s: &str) -> Result<(String, String), String> {
@@ -44,7 +49,11 @@ async fn main() -> Result<()> {
     let args = Args::parse();
 
     let manifest = Manifest::from_file(&args.from)?;
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new()?.with_empty_results(if args.refuse_empty_results {
+        EmptyResults::Refuse
+    } else {
+        EmptyResults::Answer
+    });
     let sources = Sources {
         explicit: args.variables.into_iter().collect(),
         env: None,

@@ -26,7 +26,7 @@ use crate::bindings;
 use crate::bindings::spin::postgres::postgres as pg;
 use crate::manifest::{self, Manifest, StaticResponse};
 use crate::outbound::{AllowedHostError, AllowedHosts, OutboundHttp};
-use crate::postgres::{Pools, PostgresState};
+use crate::postgres::{EmptyResults, Pools, PostgresState};
 use crate::routing::{RouteError, Router};
 use crate::variables::{Resolved, Sources, VariablesError};
 
@@ -146,6 +146,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     compiled: Mutex<HashMap<PathBuf, Compiled>>,
+    empty_results: EmptyResults,
 }
 
 impl Runtime {
@@ -171,7 +172,15 @@ impl Runtime {
             engine,
             linker,
             compiled: Mutex::new(HashMap::new()),
+            empty_results: EmptyResults::default(),
         })
+    }
+
+    /// Sets what the apps this runtime loads do with a Postgres query that
+    /// matches no row (see [`EmptyResults`]).
+    pub fn with_empty_results(mut self, empty_results: EmptyResults) -> Self {
+        self.empty_results = empty_results;
+        self
     }
 
     /// The Wasmtime engine.
@@ -243,6 +252,7 @@ impl Runtime {
                     pre,
                     pools: Arc::new(Pools::default()),
                     allowed: Arc::new(allowed),
+                    empty_results: self.empty_results,
                     environment: c
                         .environment
                         .iter()
@@ -331,6 +341,7 @@ pub struct ComponentRuntime {
     pre: ProxyPre<HostState>,
     pools: Arc<Pools>,
     allowed: Arc<AllowedHosts>,
+    empty_results: EmptyResults,
     environment: Vec<(String, String)>,
     variables: Arc<Resolved>,
 }
@@ -346,7 +357,11 @@ impl ComponentRuntime {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            postgres: PostgresState::new(self.pools.clone(), self.allowed.clone()),
+            postgres: PostgresState::new(
+                self.pools.clone(),
+                self.allowed.clone(),
+                self.empty_results,
+            ),
             outbound_http: OutboundHttp::new(self.allowed.clone()),
             component: self.id.clone(),
             variables: self.variables.clone(),

@@ -11,10 +11,14 @@
 //! and on Ctrl-C (or SIGTERM) stops the server and the database, leaving
 //! nothing running.
 //!
+//! `cargo xtask test`: every test, on the bundled host and under a real
+//! Spin when there is one (see [`test`]).
+//!
 //! `cargo xtask bench [--quick]`: builds the components, the test probe,
 //! `local-agent` and `bench` in release mode, then runs `bench` (see
 //! BENCHMARKS.md); its arguments go to `bench`.
 
+mod test;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -48,6 +52,14 @@ enum Command {
         #[arg(long)]
         bundled_host: bool,
     },
+    /// Run every test on the bundled host, then the suites that serve
+    /// spin.toml under a real Spin (SPIN_BIN, or `spin` on PATH) when there
+    /// is one.
+    Test {
+        /// Arguments for `cargo test`, e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build everything in release mode and run the benchmarks (BENCHMARKS.md).
     Bench {
         /// Arguments for `bench`, e.g. --quick, --reps 5, --only reads,search.
@@ -73,6 +85,7 @@ async fn main() -> Result<()> {
             bundled_host,
         } => up(listen, database_url, no_build, bundled_host).await,
         Command::Bench { args } => bench(&args),
+        Command::Test { args } => test::run(&repo_root().canonicalize()?, &args),
     }
 }
 

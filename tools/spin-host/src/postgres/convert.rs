@@ -38,11 +38,11 @@ pub enum ConversionError {
     #[error("invalid epoch timestamp {0}")]
     Timestamp(i64),
     #[error("invalid UUID {0}")]
-    Uuid(String),
+    Uuid(String, #[source] uuid::Error),
     #[error("invalid decimal {0}")]
-    Decimal(String),
+    Decimal(String, #[source] rust_decimal::Error),
     #[error("invalid JSON {0}")]
-    Json(String),
+    Json(String, #[source] serde_json::Error),
     #[error(transparent)]
     Column(#[from] tokio_postgres::Error),
 }
@@ -246,12 +246,9 @@ pub fn parameter(p: &ParameterValue) -> Result<SqlParam, ConversionError> {
                 .ok_or(ConversionError::Timestamp(*v))?,
         ),
         ParameterValue::Uuid(v) => {
-            Box::new(uuid::Uuid::parse_str(v).map_err(|_| ConversionError::Uuid(v.clone()))?)
+            Box::new(uuid::Uuid::parse_str(v).map_err(|e| ConversionError::Uuid(v.clone(), e))?)
         }
-        ParameterValue::Jsonb(v) => Box::new(
-            serde_json::from_slice::<serde_json::Value>(v)
-                .map_err(|_| ConversionError::Json(String::from_utf8_lossy(v).into_owned()))?,
-        ),
+        ParameterValue::Jsonb(v) => Box::new(json_parameter(v)?),
         ParameterValue::Decimal(v) => Box::new(decimal_from_wit(v)?),
         ParameterValue::RangeInt32(v) => Box::new(range_from_wit(v, |x| Ok(*x))?),
         ParameterValue::RangeInt64(v) => Box::new(range_from_wit(v, |x| Ok(*x))?),
@@ -274,7 +271,16 @@ pub fn parameter(p: &ParameterValue) -> Result<SqlParam, ConversionError> {
 /// Exact decimal parsing: text with more precision than `Decimal` holds is
 /// refused rather than rounded.
 fn decimal_from_wit(s: &str) -> Result<Decimal, ConversionError> {
-    Decimal::from_str_exact(s).map_err(|_| ConversionError::Decimal(s.to_owned()))
+    Decimal::from_str_exact(s).map_err(|e| ConversionError::Decimal(s.to_owned(), e))
+}
+
+/// A JSON parameter as Spin binds it: parsed into a value and written out
+/// again, so keys come sorted and numbers pass through `f64` (`1.50` is
+/// bound as `1.5`) whatever the component sent.
+fn json_parameter(bytes: &[u8]) -> Result<serde_json::Value, ConversionError> {
+    let invalid = |e| ConversionError::Json(String::from_utf8_lossy(bytes).into_owned(), e);
+    let parsed: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    serde_json::from_str(&jsonb_text(&parsed)).map_err(invalid)
 }
 
 fn datetime_to_wit(v: NaiveDateTime) -> (i32, u8, u8, u8, u8, u8, u32) {

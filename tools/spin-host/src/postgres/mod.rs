@@ -45,6 +45,19 @@ pub const MAX_CACHED_STATEMENTS: usize = 256;
 /// The largest result one query may return, counted as Spin counts it.
 pub const MAX_RESULT_BYTES: usize = 128 << 20;
 
+/// What the host does with a `query` that matches no row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EmptyResults {
+    /// Answer it with no rows, as Spin 3.x and Spin after 4.0.2 do.
+    #[default]
+    Answer,
+    /// Fail it with an error naming the statement, and log it. Spin 4.0.0
+    /// to 4.0.2 never answer such a query: they describe the columns when
+    /// the first row arrives (spinframework/spin#3671), so the component
+    /// waits forever. Serving with this makes that hang a loud failure.
+    Refuse,
+}
+
 /// Pools of one component, keyed by address.
 #[derive(Default)]
 pub struct Pools {
@@ -112,15 +125,17 @@ fn create_pool(address: &str) -> Result<Pool, String> {
 pub struct PostgresState {
     pools: Arc<Pools>,
     allowed: Arc<AllowedHosts>,
+    empty_results: EmptyResults,
     connections: HashMap<u32, deadpool_postgres::Object>,
     next_rep: u32,
 }
 
 impl PostgresState {
-    pub fn new(pools: Arc<Pools>, allowed: Arc<AllowedHosts>) -> Self {
+    pub fn new(pools: Arc<Pools>, allowed: Arc<AllowedHosts>, empty_results: EmptyResults) -> Self {
         Self {
             pools,
             allowed,
+            empty_results,
             connections: HashMap::new(),
             next_rep: 0,
         }
@@ -262,7 +277,7 @@ pub async fn query(
         .iter()
         .map(convert::parameter)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::BadParameter(format!("{e:?}")))?;
+        .map_err(|e| Error::BadParameter(with_causes(&e)))?;
     let prepared = prepared(client, statement).await.map_err(query_failed)?;
     let stream = match client.query_raw(&prepared, refs(&params)).await {
         Err(e) => match refreshed(client, statement, &e).await {
@@ -314,7 +329,7 @@ pub async fn execute(
         .iter()
         .map(convert::parameter)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::ValueConversionFailed(format!("{e:?}")))?;
+        .map_err(|e| Error::ValueConversionFailed(with_causes(&e)))?;
     let prepared = prepared(client, statement).await.map_err(query_failed)?;
     match client.execute(&prepared, &refs(&params)).await {
         Err(e) => match refreshed(client, statement, &e).await {
@@ -356,7 +371,17 @@ impl PostgresState {
         params: &[ParameterValue],
     ) -> Result<RowSet, Error> {
         let client = self.client(connection.rep())?;
-        query(client, statement, params, MAX_RESULT_BYTES).await
+        let rows = query(client, statement, params, MAX_RESULT_BYTES).await?;
+        if rows.rows.is_empty() && self.empty_results == EmptyResults::Refuse {
+            tracing::error!(
+                "a query matched no row, which Spin 4.0.0 to 4.0.2 never answer: {statement}"
+            );
+            return Err(Error::QueryFailed(QueryError::Text(format!(
+                "query matched no row, which Spin 4.0.0 to 4.0.2 never answer \
+                 (spinframework/spin#3671); statement: {statement}"
+            ))));
+        }
+        Ok(rows)
     }
 
     /// `connection.execute`.

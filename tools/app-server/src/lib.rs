@@ -1,0 +1,204 @@
+//! The project's application, `spin.toml`, served on a loopback port over a
+//! database the caller names: by the bundled Wasmtime host (in process), or
+//! by a real Spin when `SPIN_BIN` names one. Every suite that serves the
+//! app goes through here, so that the same tests run under both.
+//!
+//! - [`components`]: the `.wasm` files spin.toml names, built once per process.
+//! - [`Host`]: which host serves, from the environment.
+//! - [`AppServer`]: one served app, stopped when dropped.
+
+pub mod components;
+mod spin;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use spin_host::postgres::EmptyResults;
+use spin_host::runtime::Runtime;
+use spin_host::variables::Sources;
+
+/// The environment variable that names a real Spin binary to serve with.
+pub const SPIN_BIN: &str = "SPIN_BIN";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building the components: {0}")]
+    Build(String),
+    #[error("the bundled host cannot serve spin.toml: {0}")]
+    Host(#[from] spin_host::runtime::HostError),
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
+    #[error("Spin ({bin}) did not start serving: {reason}\n{output}")]
+    SpinStart {
+        bin: PathBuf,
+        reason: String,
+        output: String,
+    },
+}
+
+impl Error {
+    fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Io { action, source }
+    }
+}
+
+/// The repository's root (where spin.toml is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Which host serves the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// The bundled Wasmtime host, in this process.
+    Bundled,
+    /// A real `spin` binary, as a child process running `spin up`.
+    Spin(PathBuf),
+}
+
+impl Host {
+    /// `SPIN_BIN` when it is set and not empty, else the bundled host.
+    pub fn from_env() -> Host {
+        match std::env::var_os(SPIN_BIN) {
+            Some(bin) if !bin.is_empty() => Host::Spin(PathBuf::from(bin)),
+            _ => Host::Bundled,
+        }
+    }
+
+    /// A name for reports: `bundled host` or `Spin (<path>)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Host::Bundled => "bundled host".to_owned(),
+            Host::Spin(bin) => format!("Spin ({})", bin.display()),
+        }
+    }
+}
+
+/// The bundled host's runtime, shared by every app of this process so that
+/// each component compiles once. It refuses a query that matches no row,
+/// where Spin 4.0.0 to 4.0.2 would hang (see [`EmptyResults`]): a suite
+/// run on the bundled host catches a component that issues one.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new()
+            .expect("creating the Wasm runtime")
+            .with_empty_results(EmptyResults::Refuse)
+    })
+}
+
+/// One served app; dropping it stops it.
+pub struct AppServer {
+    pub addr: SocketAddr,
+    serving: Serving,
+}
+
+enum Serving {
+    Bundled {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    },
+    Spin(spin::SpinProcess),
+}
+
+impl AppServer {
+    /// Serves spin.toml with `variables` (by name, as in `[variables]`) on
+    /// a free loopback port, with the host [`Host::from_env`] chooses.
+    pub async fn start(variables: &[(&str, &str)]) -> Result<AppServer, Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(Error::io("binding a loopback port"))?;
+        Self::start_on(listener, variables).await
+    }
+
+    /// The same on `listener`'s address: a test that stops a server and
+    /// starts another where the first was binds it itself.
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        variables: &[(&str, &str)],
+    ) -> Result<AppServer, Error> {
+        let addr = listener
+            .local_addr()
+            .map_err(Error::io("reading the listener's address"))?;
+        let variables: BTreeMap<String, String> = variables
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let serving = match Host::from_env() {
+            Host::Bundled => {
+                let manifest = components::project_manifest()?;
+                let sources = Sources {
+                    explicit: variables.into_iter().collect(),
+                    // The machine's own SPIN_VARIABLE_* must not leak in.
+                    env: Some(Box::new(|_| None)),
+                };
+                let app = Arc::new(runtime().load(&manifest, &sources)?);
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(spin_host::trigger::serve(listener, app, async {
+                    let _ = stopped.await;
+                }));
+                Serving::Bundled {
+                    stop: Some(stop),
+                    task: Some(task),
+                }
+            }
+            Host::Spin(bin) => {
+                // Spin binds the address itself.
+                drop(listener);
+                Serving::Spin(spin::SpinProcess::start(&bin, addr, &variables).await?)
+            }
+        };
+        Ok(AppServer { addr, serving })
+    }
+
+    /// The app's base URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What the host and the components wrote so far, for a real Spin (its
+    /// own output and the components' log files); `None` for the bundled
+    /// host, whose output is this process's.
+    pub fn output(&self) -> Option<String> {
+        match &self.serving {
+            Serving::Bundled { .. } => None,
+            Serving::Spin(spin) => Some(spin.output()),
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish, and reports how the
+    /// server ended.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        match &mut self.serving {
+            Serving::Bundled { stop, task } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                match task.take() {
+                    Some(task) => task.await.map_err(std::io::Error::other)?,
+                    None => Ok(()),
+                }
+            }
+            Serving::Spin(spin) => spin.shutdown().await,
+        }
+    }
+}
+
+impl Drop for AppServer {
+    fn drop(&mut self) {
+        match &mut self.serving {
+            Serving::Bundled { stop, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+            Serving::Spin(spin) => spin.kill(),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `cargo xtask test`: the workspace's tests on the bundled host, then the
+//! suites that serve spin.toml again under a real Spin.
+//!
+//! The Spin is `SPIN_BIN` when set (then it must work), else a `spin` on
+//! PATH. Without one, the second leg is not run and the summary says so in
+//! as many words: it never counts as passed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// The test targets that serve the project's spin.toml, by package.
+pub const SPIN_SUITES: &[(&str, &[&str])] = &[
+    ("integration-tests", &["api", "health", "browser"]),
+    (
+        "local-agent",
+        &["pull", "crashes", "concurrency", "anki", "migrate", "cli"],
+    ),
+];
+
+/// The Spin of the second leg: `SPIN_BIN`, else a `spin` on PATH.
+fn choose_spin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os(app_server::SPIN_BIN).filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(bin));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("spin"))
+        .find(|candidate| candidate.is_file())
+}
+
+fn spin_version(bin: &Path) -> Result<String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} --version failed ({})", bin.display(), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn cargo_test(root: &Path, args: &[String], spin: Option<&Path>) -> Result<bool> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(root).arg("test").args(args);
+    match spin {
+        Some(bin) => command.env(app_server::SPIN_BIN, bin),
+        None => command.env_remove(app_server::SPIN_BIN),
+    };
+    eprintln!("cargo test {}", args.join(" "));
+    Ok(command.status().context("running cargo test")?.success())
+}
+
+pub fn run(root: &Path, extra: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let mut args = vec!["--workspace".to_owned(), "--locked".to_owned()];
+    args.extend(extra.iter().cloned());
+    let bundled_ok = cargo_test(root, &args, None)?;
+    let bundled_time = started.elapsed();
+
+    let spin_leg = match choose_spin() {
+        None => None,
+        Some(bin) => {
+            let bin = bin
+                .canonicalize()
+                .with_context(|| format!("the Spin binary {} does not exist", bin.display()))?;
+            let version = spin_version(&bin)?;
+            eprintln!("Real-Spin leg: {version} ({})", bin.display());
+            let leg_started = Instant::now();
+            let mut args = vec!["--locked".to_owned()];
+            for (package, tests) in SPIN_SUITES {
+                args.extend(["-p".to_owned(), (*package).to_owned()]);
+                for test in *tests {
+                    args.extend(["--test".to_owned(), (*test).to_owned()]);
+                }
+            }
+            args.extend(extra.iter().cloned());
+            let ok = cargo_test(root, &args, Some(&bin))?;
+            Some((version, ok, leg_started.elapsed()))
+        }
+    };
+
+    eprintln!();
+    eprintln!(
+        "bundled host: {} ({:.0} s, the whole workspace)",
+        if bundled_ok { "passed" } else { "FAILED" },
+        bundled_time.as_secs_f64()
+    );
+    match &spin_leg {
+        Some((version, ok, time)) => eprintln!(
+            "real Spin:    {} ({version}, {:.0} s, the suites that serve spin.toml)",
+            if *ok { "passed" } else { "FAILED" },
+            time.as_secs_f64()
+        ),
+        None => eprintln!(
+            "real Spin:    NOT RUN: no Spin found (set SPIN_BIN to a spin binary, or put \
+             `spin` on PATH, to run the suites under Spin too)"
+        ),
+    }
+    if !bundled_ok || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok) {
+        bail!("tests failed");
+    }
+    Ok(())
+}
