@@ -89,10 +89,19 @@ enum Serving {
 impl Server {
     /// Serves a test manifest with the bundled host.
     pub async fn start(manifest: &Manifest, sources: &Sources) -> Result<Self, HostError> {
+        Self::start_on_runtime(runtime(), manifest, sources).await
+    }
+
+    /// The same with a runtime of the caller's.
+    pub async fn start_on_runtime(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        sources: &Sources,
+    ) -> Result<Self, HostError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a loopback port");
-        let app = runtime().load(manifest, sources)?;
+        let app = runtime.load(manifest, sources)?;
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(spin_host::trigger::serve(listener, Arc::new(app), async {
@@ -105,6 +114,32 @@ impl Server {
                 task: Some(task),
             },
         })
+    }
+
+    /// Serves a test manifest (text in which `{probe}` stands for the
+    /// probe's `.wasm`) with the host the environment chooses: the bundled
+    /// one, or a real Spin when `SPIN_BIN` names one, so that a host test
+    /// holds both to the same behaviour.
+    pub async fn start_text(text: &str, values: &[(&str, &str)]) -> Self {
+        match app_server::Host::from_env() {
+            app_server::Host::Bundled => Self::start(&manifest(text), &sources(values))
+                .await
+                .expect("serving the test manifest"),
+            app_server::Host::Spin(bin) => {
+                let text = text.replace("{probe}", &wasm("test-probe").display().to_string());
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("binding a loopback port");
+                let values = values
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+                let app = app_server::AppServer::spin(&bin, listener, &text, &values)
+                    .await
+                    .expect("serving the test manifest with Spin");
+                Self::from_app(app)
+            }
+        }
     }
 
     /// Serves the project's spin.toml with `variables`.

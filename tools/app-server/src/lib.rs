@@ -149,12 +149,32 @@ impl AppServer {
                 }
             }
             Host::Spin(bin) => {
-                // Spin binds the address itself.
-                drop(listener);
-                Serving::Spin(spin::SpinProcess::start(&bin, addr, &variables).await?)
+                let manifest = components::project_manifest_text()?;
+                return Self::spin(&bin, listener, &manifest, &variables).await;
             }
         };
         Ok(AppServer { addr, serving })
+    }
+
+    /// `spin up` of `bin` on any manifest (its sources absolute paths), on
+    /// `listener`'s address: for tests that hold the bundled host and a
+    /// real Spin to the same behaviour with manifests of their own.
+    pub async fn spin(
+        bin: &Path,
+        listener: tokio::net::TcpListener,
+        manifest: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<AppServer, Error> {
+        let addr = listener
+            .local_addr()
+            .map_err(Error::io("reading the listener's address"))?;
+        // Spin binds the address itself.
+        drop(listener);
+        let process = spin::SpinProcess::start(bin, addr, manifest, variables).await?;
+        Ok(AppServer {
+            addr,
+            serving: Serving::Spin(process),
+        })
     }
 
     /// The app's base URL, `http://127.0.0.1:<port>`.

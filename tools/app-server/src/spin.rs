@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{Error, components};
+use crate::Error;
 
 /// How long Spin may take to load the app: the first start compiles every
 /// component (later ones hit Wasmtime's cache).
@@ -27,17 +27,19 @@ pub struct SpinProcess {
 }
 
 impl SpinProcess {
+    /// Runs `spin up` on `manifest` (text whose sources are absolute paths).
     pub async fn start(
         bin: &Path,
         addr: SocketAddr,
+        manifest: &str,
         variables: &BTreeMap<String, String>,
     ) -> Result<SpinProcess, Error> {
         let dir = tempfile::Builder::new()
             .prefix("spin-app-")
             .tempdir()
             .map_err(Error::io("creating a folder for Spin"))?;
-        let manifest = dir.path().join("spin.toml");
-        std::fs::write(&manifest, components::project_manifest_text()?)
+        let manifest_path = dir.path().join("spin.toml");
+        std::fs::write(&manifest_path, manifest)
             .map_err(Error::io("writing spin.toml for Spin"))?;
         let output = |name: &str| {
             std::fs::File::create(dir.path().join(name))
@@ -47,7 +49,7 @@ impl SpinProcess {
         command
             .arg("up")
             .arg("--from")
-            .arg(&manifest)
+            .arg(&manifest_path)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--state-dir")

@@ -13,7 +13,10 @@ use anyhow::{Context, Result, bail};
 
 /// The test targets that serve the project's spin.toml, by package.
 pub const SPIN_SUITES: &[(&str, &[&str])] = &[
-    ("integration-tests", &["api", "health", "browser"]),
+    (
+        "integration-tests",
+        &["api", "health", "browser", "host_postgres"],
+    ),
     (
         "local-agent",
         &["pull", "crashes", "concurrency", "anki", "migrate", "cli"],

@@ -43,8 +43,35 @@ pub enum ConversionError {
     Decimal(String, #[source] rust_decimal::Error),
     #[error("invalid JSON {0}")]
     Json(String, #[source] serde_json::Error),
-    #[error(transparent)]
-    Column(#[from] tokio_postgres::Error),
+    /// A column the driver could not decode, in the words Spin's driver
+    /// uses: `error deserializing column N: <cause>`, the cause again as
+    /// the source.
+    #[error("{message}: {cause}")]
+    Column {
+        message: String,
+        #[source]
+        cause: BoxError,
+    },
+    #[error("{0}")]
+    Driver(String),
+}
+
+impl From<tokio_postgres::Error> for ConversionError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // Spin's tokio-postgres (0.7.12) writes the cause after the
+        // message; later versions leave it to the source.
+        let text = e.to_string();
+        match e.into_source() {
+            Some(cause) => {
+                let message = text
+                    .strip_suffix(&format!(": {cause}"))
+                    .unwrap_or(&text)
+                    .to_owned();
+                ConversionError::Column { message, cause }
+            }
+            None => ConversionError::Driver(text),
+        }
+    }
 }
 
 /// The column type a component is told about.
