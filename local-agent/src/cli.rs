@@ -850,8 +850,11 @@ fn push_to_anki(
     local_agent::anki::PushReport,
 )> {
     let anki_settings = anki_settings(file, args);
-    let anki =
-        local_agent::anki::AnkiConnect::new(&anki_settings.url, anki_settings.api_key.clone());
+    let anki = local_agent::anki::AnkiConnect::new(
+        &anki_settings.url,
+        anki_settings.api_key.clone(),
+        Duration::from_secs(anki_settings.timeout_secs),
+    );
     // Audio not cached yet is fetched from the API when one is configured.
     let api = settings
         .api_url

@@ -334,6 +334,26 @@ fn anki_down_is_a_clear_error_and_nothing_is_recorded() {
 }
 
 #[test]
+fn an_anki_that_never_answers_times_out_and_names_the_setting() {
+    let (_stack, agent, _anki, _) = setup();
+    let url = format!("http://{}", support::silent_server());
+    let out = agent
+        .command(&["anki", "push", "--anki-url", &url])
+        .env("THAI_AGENT_ANKI_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&url), "names Anki's address: {stderr}");
+    assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
+    assert!(
+        stderr.contains("THAI_AGENT_ANKI_TIMEOUT"),
+        "names the setting: {stderr}"
+    );
+    assert!(cards(&agent, "1 = 1").is_empty(), "nothing is recorded");
+}
+
+#[test]
 fn the_double_answers_both_wire_versions_and_an_old_addon_is_refused() {
     let anki = AnkiDouble::start();
     let post = |body: Value| -> Value {

@@ -389,3 +389,34 @@ fn tokens_are_never_printed() {
         }
     }
 }
+
+#[test]
+fn an_api_that_never_answers_times_out_is_retried_and_names_the_setting() {
+    let env = Env::new();
+    let url = format!("http://{}", support::silent_server());
+    let started = std::time::Instant::now();
+    let out = env.run(
+        &[
+            "pull",
+            "--api-url",
+            &url,
+            "--api-timeout",
+            "1",
+            "--tries",
+            "2",
+        ],
+        &[],
+    );
+    let elapsed = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&url), "names the server: {stderr}");
+    assert!(stderr.contains("no answer within 1 s"), "{stderr}");
+    assert!(
+        stderr.contains("--api-timeout"),
+        "names the setting: {stderr}"
+    );
+    assert!(stderr.contains("2 attempt(s)"), "retried: {stderr}");
+    // Two tries of 1 s and the backoff between them, not a wait without end.
+    assert!(elapsed < std::time::Duration::from_secs(30), "{elapsed:?}");
+}

@@ -20,6 +20,13 @@ pub enum AnkiError {
     )]
     NotRunning { url: String, reason: String },
     #[error(
+        "Anki at {url} took the request but did not answer within {secs} s (Anki answers on \
+         its main thread; a large media file or a busy window holds it up): wait for Anki, \
+         then run the command again, or allow more time with [anki] timeout in the config \
+         file or THAI_AGENT_ANKI_TIMEOUT"
+    )]
+    NoAnswer { url: String, secs: u64 },
+    #[error(
         "AnkiConnect at {url} answered without the version-6 envelope: update the AnkiConnect \
          add-on (Tools > Add-ons > Check for updates) and restart Anki"
     )]
@@ -98,6 +105,7 @@ impl Action {
 
 pub struct AnkiConnect {
     agent: ureq::Agent,
+    timeout: Duration,
     url: String,
     key: Option<String>,
 }
@@ -112,16 +120,18 @@ impl std::fmt::Debug for AnkiConnect {
 }
 
 impl AnkiConnect {
-    pub fn new(url: &str, key: Option<String>) -> AnkiConnect {
+    /// A client that waits `timeout` for Anki to answer a request (a
+    /// connection must be made within 5 s: Anki runs on this machine).
+    pub fn new(url: &str, key: Option<String>, timeout: Duration) -> AnkiConnect {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
-            // Storing a large media file or adding a thousand notes takes a while.
-            .timeout_global(Some(Duration::from_secs(300)))
+            .timeout_global(Some(timeout))
             .build()
             .into();
         AnkiConnect {
             agent,
+            timeout,
             url: url.to_owned(),
             key,
         }
@@ -177,22 +187,30 @@ impl AnkiConnect {
     }
 
     fn post(&self, body: &Value) -> Result<Value, AnkiError> {
-        let not_running = |reason: String| AnkiError::NotRunning {
-            url: self.url.clone(),
-            reason,
+        // Writes are not retried here: Anki may have done what a request
+        // asked before its answer was lost, so the user decides.
+        let not_running = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => AnkiError::NoAnswer {
+                url: self.url.clone(),
+                secs: self.timeout.as_secs(),
+            },
+            e => AnkiError::NotRunning {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            },
         };
         let mut response = self
             .agent
             .post(&self.url)
             .send_json(body)
-            .map_err(|e| not_running(e.to_string()))?;
+            .map_err(not_running)?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .with_config()
             .limit(256 * 1024 * 1024)
             .read_to_string()
-            .map_err(|e| not_running(e.to_string()))?;
+            .map_err(not_running)?;
         if status == 403 {
             return Err(AnkiError::BadKey);
         }

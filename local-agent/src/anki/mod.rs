@@ -26,6 +26,10 @@ pub const DEFAULT_DECK: &str = "Thai";
 pub const ENV_ANKI_URL: &str = "THAI_AGENT_ANKI_URL";
 pub const ENV_ANKI_KEY: &str = "THAI_AGENT_ANKI_KEY";
 pub const ENV_ANKI_DECK: &str = "THAI_AGENT_ANKI_DECK";
+pub const ENV_ANKI_TIMEOUT: &str = "THAI_AGENT_ANKI_TIMEOUT";
+/// Seconds the agent waits for Anki to answer one request: Anki answers on
+/// its main thread, which a large media file keeps busy.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
 
 /// Which notes the mirror becomes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,9 @@ pub struct AnkiFileConfig {
     pub api_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deck: Option<String>,
+    /// Seconds to wait for Anki to answer one request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notes: Option<NotePolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +110,8 @@ pub struct AnkiSettings {
     #[serde(skip)]
     pub api_key: Option<String>,
     pub deck: String,
+    /// Seconds to wait for Anki to answer one request.
+    pub timeout_secs: u64,
     pub notes: NotePolicy,
     pub deleted_in_anki: DeletedInAnki,
     pub deleted_upstream: DeletedUpstream,
@@ -127,6 +136,13 @@ impl AnkiSettings {
                 .or_else(|| env(ENV_ANKI_DECK))
                 .or_else(|| file.deck.clone())
                 .unwrap_or_else(|| DEFAULT_DECK.to_owned()),
+            // A value that is not a positive number of seconds falls back
+            // to the default rather than to no timeout at all.
+            timeout_secs: env(ENV_ANKI_TIMEOUT)
+                .and_then(|v| v.trim().parse().ok())
+                .or(file.timeout)
+                .filter(|secs| *secs > 0)
+                .unwrap_or(DEFAULT_TIMEOUT_SECS),
             notes: file.notes.unwrap_or_default(),
             deleted_in_anki: file.deleted_in_anki.unwrap_or_default(),
             deleted_upstream: file.deleted_upstream.unwrap_or_default(),
@@ -193,5 +209,17 @@ mod tests {
         let d = AnkiSettings::resolve(&AnkiFileConfig::default(), None, None, &|_| None);
         assert_eq!(d.url, DEFAULT_URL);
         assert_eq!(d.deck, DEFAULT_DECK);
+        assert_eq!(d.timeout_secs, DEFAULT_TIMEOUT_SECS);
+        let with_timeout = AnkiFileConfig {
+            timeout: Some(30),
+            ..Default::default()
+        };
+        let t = AnkiSettings::resolve(&with_timeout, None, None, &|_| None);
+        assert_eq!(t.timeout_secs, 30);
+        let env = |n: &str| (n == ENV_ANKI_TIMEOUT).then(|| "600".to_owned());
+        assert_eq!(
+            AnkiSettings::resolve(&with_timeout, None, None, &env).timeout_secs,
+            600
+        );
     }
 }

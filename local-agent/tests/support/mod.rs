@@ -631,3 +631,18 @@ pub fn seed(stack: &Stack, contents: i64) {
          FROM fragment_assets a;"
     ));
 }
+
+/// A server that accepts connections but never answers (a host stuck on a
+/// query, Anki busy on its main thread); returns its address. Connections
+/// stay open until the test binary ends.
+pub fn silent_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let addr = listener.local_addr().expect("local address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    addr
+}
