@@ -38,8 +38,9 @@ pub enum ApiError {
         reason: String,
     },
     #[error(
-        "the API refused the token ({status}: {detail}); get a valid token and run \
-         `local-agent init --token <JWT>` or set THAI_AGENT_TOKEN"
+        "the API refused the credential ({status}: {detail}); get a valid one (a user's \
+         token, or the project's publishable key sb_publishable_…) and run \
+         `local-agent init --token <TOKEN>` or set THAI_AGENT_TOKEN"
     )]
     Unauthorized { status: u16, detail: String },
     #[error("the cursor is older than what the server's change log still holds")]
@@ -209,8 +210,12 @@ impl ApiClient {
         })
     }
 
+    /// The credential on a request: a Supabase API key (`sb_secret_…`,
+    /// `sb_publishable_…`) in the `apikey` header, where Supabase takes
+    /// it; a JWT as the Bearer token.
     fn authorize<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.token {
+            Some(key) if key.starts_with("sb_") => req.header("apikey", key),
             Some(token) => req.header("Authorization", format!("Bearer {token}")),
             None => req,
         }

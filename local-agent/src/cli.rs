@@ -53,9 +53,11 @@ pub struct Global {
     /// Base URL of the content API [env: THAI_AGENT_API_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
-    /// Bearer token (a Supabase JWT) for the API [env: THAI_AGENT_TOKEN]; prefer the
-    /// environment or the config file, as other users can see flags in `ps`
-    #[arg(long, global = true, value_name = "JWT")]
+    /// The API credential [env: THAI_AGENT_TOKEN]: a user's access token (JWT) or
+    /// the project's publishable key (sb_publishable_…); `migrate` needs the secret key
+    /// (sb_secret_…). Prefer the environment or the config file, as other users can see
+    /// flags in `ps`
+    #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Seconds to wait for the API to start answering a request before the
     /// try counts as failed [env: THAI_AGENT_API_TIMEOUT] [default: 60]
@@ -786,6 +788,27 @@ fn describe_settings(s: &Settings) -> String {
     )
 }
 
+/// A migration refused for want of rights gets the advice that fits it:
+/// the import takes the service role, which has no place in a learner's
+/// config file.
+fn needs_service_role(err: anyhow::Error) -> anyhow::Error {
+    let refused = err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<local_agent::api::ApiError>(),
+            Some(local_agent::api::ApiError::Unauthorized { .. })
+        )
+    });
+    if !refused {
+        return err;
+    }
+    err.context(
+        "the migration imports rows, which takes the service role: give this run the \
+         project's secret key (sb_secret_…) or a service_role token in THAI_AGENT_TOKEN \
+         (or --token), and keep it out of the config file (`local-agent init`) on a \
+         learner's machine",
+    )
+}
+
 fn run_migrate(
     out: &Output,
     settings: &Settings,
@@ -817,7 +840,7 @@ fn run_migrate(
     } else {
         let mut store = open_store(settings)?;
         let client = api_client(settings, backoff)?.with_retry_hook(retry_notices(out, None));
-        migrate::run(&options, Some(&mut store), Some(&client))?
+        migrate::run(&options, Some(&mut store), Some(&client)).map_err(needs_service_role)?
     };
     out.print(&summary, || migrate::run::render(&summary))?;
     if !summary.ok {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use support::migration::{
     MIGRATE_LIMIT, assert_assets_identical, assert_each_row_written_once, assert_migration_exact,
     assert_server_holds_the_legacy_rows, count, legacy_file, legacy_ids, migrate, migrate_args,
-    read_rejects, rejected_ids, server_ids, service_agent,
+    read_rejects, rejected_ids, server_ids, server_total, service_agent,
 };
 use support::{Background, Stack, TABLES, rt};
 
@@ -471,4 +471,35 @@ fn rows_recorded_as_arrived_but_gone_from_the_server_are_sent_again() {
     // And then there is nothing left to do.
     let last = migrate(&agent, &legacy_path, &report, &[]);
     assert_eq!(last["nothing_to_do"], true, "{last:#}");
+}
+
+/// The credentials a Supabase project hands out: the publishable key reads
+/// (a pull) but cannot migrate, and says what migrating takes; the secret
+/// key migrates.
+#[test]
+fn the_secret_key_migrates_and_the_publishable_key_is_told_what_it_needs() {
+    let stack = Stack::start();
+    let keys = stack.api_keys();
+    let mut agent = support::Agent::new(&stack);
+    let (legacy_path, _) = legacy_file(agent.dir.path(), &Spec::small(7));
+    let report = agent.dir.path().join("rejects.jsonl");
+
+    agent.token = keys.publishable.clone();
+    let pulled = agent.run_json(&["pull"]);
+    assert_eq!(pulled["snapshot"], true, "{pulled}");
+    let out = agent.run(&migrate_args(&legacy_path, &report, &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("takes the service role"), "{stderr}");
+    assert!(stderr.contains("sb_secret_"), "{stderr}");
+    assert!(
+        !stderr.contains(&keys.publishable),
+        "the key is never printed: {stderr}"
+    );
+    assert_eq!(server_total(&stack), 0);
+
+    agent.token = keys.secret.clone();
+    let summary = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    assert!(server_total(&stack) > 0);
 }

@@ -8,13 +8,13 @@ pub const DEFAULT_MAX_ASSET_BYTES: usize = 20 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub db_url: String,
-    pub jwt_secret: String,
     pub max_asset_bytes: usize,
 }
 
 impl Config {
-    /// Reads the variables this API uses. A missing secret is the
-    /// operator's mistake, so it is a 500 that says which variable.
+    /// Reads the variables this API uses (those of authentication are
+    /// [`crate::auth::Keys`]'s). A missing one is the operator's mistake,
+    /// so it is a 500 that says which variable.
     pub fn load() -> Result<Self, Problem> {
         let max_asset_bytes = match optional("max_asset_bytes") {
             None => DEFAULT_MAX_ASSET_BYTES,
@@ -26,13 +26,13 @@ impl Config {
         };
         Ok(Config {
             db_url: required("db_url")?,
-            jwt_secret: required("jwt_secret")?,
             max_asset_bytes,
         })
     }
 }
 
-fn optional(name: &str) -> Option<String> {
+/// A variable's value; unset and empty are the same.
+pub fn optional(name: &str) -> Option<String> {
     spin_sdk::variables::get(name)
         .ok()
         .filter(|value| !value.is_empty())
@@ -42,7 +42,8 @@ fn required(name: &str) -> Result<String, Problem> {
     optional(name).ok_or_else(|| misconfigured(&format!("the {name} variable is not set")))
 }
 
-fn misconfigured(detail: &str) -> Problem {
+/// The 500 of a variable the operator got wrong; the log says it too.
+pub fn misconfigured(detail: &str) -> Problem {
     eprintln!("configuration error: {detail}");
     Problem::new(500)
         .kind("misconfigured")

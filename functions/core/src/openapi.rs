@@ -55,7 +55,13 @@ pub fn document() -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "A Supabase JWT (HS256). role anon reads, authenticated writes, service_role also imports.",
+                    "description": "A Supabase access token: ES256 or RS256 with a key of the project's JWKS, or HS256 with the legacy JWT secret where configured. Its role claim decides: anon reads, authenticated writes, service_role also imports. A project API key (sb_secret_…, sb_publishable_…) is accepted here too.",
+                },
+                "apikey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "apikey",
+                    "description": "A project API key: sb_publishable_… has the anon role, sb_secret_… the service_role. A JWT in Authorization decides when both are sent.",
                 }
             }
         }
@@ -395,7 +401,7 @@ fn operation(component: &str, route: &Route) -> Value {
             .or_insert_with(|| problem_response(description));
     }
     if route.role.is_some() {
-        op.insert("security".into(), json!([{"bearer": []}]));
+        op.insert("security".into(), json!([{"bearer": []}, {"apikey": []}]));
         responses.insert("401".into(), problem_response("No valid token."));
         responses.insert(
             "403".into(),

@@ -110,7 +110,7 @@ pub fn best(ctx: &Ctx) -> Handled {
 /// [`crate::auth::user_of`]). Taken from the verified token, never from the
 /// request, so nobody can overwrite another assessor's rating.
 fn assessor(ctx: &Ctx) -> Result<String, Problem> {
-    let name = crate::auth::user_of(ctx.req, &ctx.config()?.jwt_secret)?.ok_or_else(|| {
+    let name = crate::auth::user_of(ctx.req, ctx.keys()?)?.ok_or_else(|| {
         Problem::new(403).kind("forbidden").detail(
             "the token names no user (it has neither an email nor a sub claim); \
              rate with a signed-in user's token",

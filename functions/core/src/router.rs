@@ -5,6 +5,7 @@ use std::cell::{OnceCell, RefCell};
 use futures::StreamExt;
 use spin_sdk::http::{IncomingRequest, Method, Request, Response};
 
+use crate::auth::Keys;
 use crate::auth::{self, Role};
 use crate::config::Config;
 use crate::db::Db;
@@ -113,6 +114,7 @@ pub struct Ctx<'a> {
     pub role: Role,
     params: PathParams,
     config: OnceCell<Config>,
+    keys: OnceCell<Keys>,
     db: OnceCell<Db>,
 }
 
@@ -160,6 +162,15 @@ impl Ctx<'_> {
         Ok(self.config.get_or_init(|| config))
     }
 
+    /// What authentication trusts, read on first use.
+    pub fn keys(&self) -> Result<&Keys, Problem> {
+        if let Some(keys) = self.keys.get() {
+            return Ok(keys);
+        }
+        let keys = Keys::load()?;
+        Ok(self.keys.get_or_init(|| keys))
+    }
+
     /// The database, connected on first use.
     pub fn db(&self) -> Result<&Db, Problem> {
         if let Some(db) = self.db.get() {
@@ -198,6 +209,7 @@ pub async fn serve(incoming: IncomingRequest, routes: &[Route]) -> Response {
         role: Role::Anon,
         params,
         config: OnceCell::new(),
+        keys: OnceCell::new(),
         db: OnceCell::new(),
     };
     let result = match authorise(&mut ctx, route) {
@@ -290,7 +302,7 @@ fn authorise(ctx: &mut Ctx, route: &Route) -> Result<(), Problem> {
     let Some(needed) = route.role else {
         return Ok(());
     };
-    let role = auth::authenticate(ctx.req, &ctx.config()?.jwt_secret)?;
+    let role = auth::authenticate(ctx.req, ctx.keys()?)?;
     if role < needed {
         return Err(Problem::new(403).kind("forbidden").detail(format!(
             "this needs the {} role or higher; the token has {}",

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use app_server::AppServer;
 use serde_json::Value;
@@ -84,11 +84,24 @@ pub fn fresh_database() -> String {
     cluster.url(&name)
 }
 
+/// The test project's signing key and API keys, one set per test binary.
+struct Project {
+    signing: dev_keys::SigningKey,
+    api: dev_keys::ApiKeys,
+}
+
+fn project() -> &'static Project {
+    static PROJECT: OnceLock<Project> = OnceLock::new();
+    PROJECT.get_or_init(|| Project {
+        signing: dev_keys::SigningKey::es256("agent-tests").expect("an ES256 key"),
+        api: dev_keys::ApiKeys::generate(),
+    })
+}
+
 /// The API served over one fresh database.
 pub struct Stack {
     pub api_url: String,
     pub db_url: String,
-    secret: String,
     app: Option<AppServer>,
     pub pg: tokio_postgres::Client,
     own_cluster: Option<Cluster>,
@@ -122,20 +135,26 @@ impl Stack {
     }
 
     fn serve(db_url: String, port: u16, own_cluster: Option<Cluster>) -> Stack {
-        let secret = format!("test-secret-{}", std::process::id());
         let db_host = format!("127.0.0.1:{port}");
+        let project = project();
+        let jwks = dev_keys::jwks(&[&project.signing]);
+        let secret_key = dev_keys::sha256_hex(&project.api.secret);
+        let publishable_key = dev_keys::sha256_hex(&project.api.publishable);
+        // A project as Supabase makes them now: asymmetric signing keys
+        // and API keys, no legacy JWT secret.
         let app = rt()
             .block_on(AppServer::start(&[
                 ("db_url", &db_url),
                 ("db_host", &db_host),
-                ("jwt_secret", &secret),
+                ("jwt_jwks", &jwks),
+                ("api_secret_keys_sha256", &secret_key),
+                ("api_publishable_keys_sha256", &publishable_key),
             ]))
             .expect("serving spin.toml");
         Stack {
             api_url: app.url(),
             pg: connect(&db_url),
             db_url,
-            secret,
             app: Some(app),
             own_cluster,
         }
@@ -160,18 +179,18 @@ impl Stack {
         self.pg = connect(&self.db_url);
     }
 
-    /// A valid token for `role` (anon, authenticated, service_role).
+    /// A valid token for `role` (anon, authenticated, service_role),
+    /// signed with the project's ES256 key.
     pub fn token(&self, role: &str) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &serde_json::json!({"role": role, "exp": now + 3600}),
-            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
-        )
-        .expect("signing a token")
+        project()
+            .signing
+            .token(role, 3600)
+            .expect("signing a token")
+    }
+
+    /// The project's API keys (`sb_secret_…`, `sb_publishable_…`).
+    pub fn api_keys(&self) -> &'static dev_keys::ApiKeys {
+        &project().api
     }
 
     /// Runs SQL on the server's database directly.

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::{App, fields, now, problem, signed};
-
-const SECRET: &str = "test-jwt-secret-that-is-long-enough-for-hs256";
+use crate::{App, fields, now, problem};
 
 fn user_token(claims: Value) -> String {
     let mut claims = claims;
     claims["exp"] = (now() + 3600).into();
-    signed(jsonwebtoken::Algorithm::HS256, SECRET, claims)
+    crate::project().current.sign(&claims).unwrap()
 }
 
 fn alice() -> String {

@@ -94,6 +94,11 @@ async fn tokens_never_reach_the_logs() {
     for role in ["anon", "authenticated", "service_role"] {
         credentials.push(("valid", Some(format!("Bearer {}", token(role)))));
     }
+    // The project's API keys are secrets too.
+    let api = &crate::project().api;
+    for key in [&api.secret, &api.publishable] {
+        credentials.push(("valid key", Some(format!("Bearer {key}"))));
+    }
     let in_url = token("service_role");
     let mut requests = 0;
     for (_, routes) in api_core::routes::all() {

@@ -28,7 +28,8 @@ use support::{Reply, Server, borrowed};
 /// large enough for a 2 MiB TTS file.
 pub const MAX_ASSET_BYTES: usize = 3 * 1024 * 1024;
 
-const SECRET: &str = "test-jwt-secret-that-is-long-enough-for-hs256";
+/// The project's legacy HS256 JWT secret.
+pub const SECRET: &str = "test-jwt-secret-that-is-long-enough-for-hs256";
 
 /// A served app over a fresh migrated database.
 pub struct App {
@@ -146,26 +147,60 @@ impl App {
     }
 }
 
+/// The test project's credentials, as a Supabase project made this year
+/// has them: two ES256 signing keys (the current one and the one it
+/// replaced, still published), an RS256 one, a key that was removed from
+/// the JWKS, the legacy HS256 secret, and a pair of API keys.
+pub struct Project {
+    pub current: dev_keys::SigningKey,
+    pub previous: dev_keys::SigningKey,
+    pub rsa: dev_keys::SigningKey,
+    pub removed: dev_keys::SigningKey,
+    pub api: dev_keys::ApiKeys,
+}
+
+pub fn project() -> &'static Project {
+    static PROJECT: std::sync::OnceLock<Project> = std::sync::OnceLock::new();
+    PROJECT.get_or_init(|| Project {
+        current: dev_keys::SigningKey::es256("key-2026-current").unwrap(),
+        previous: dev_keys::SigningKey::es256("key-2025-previous").unwrap(),
+        rsa: dev_keys::SigningKey::rs256("key-rsa").unwrap(),
+        removed: dev_keys::SigningKey::es256("key-2024-removed").unwrap(),
+        api: dev_keys::ApiKeys::generate(),
+    })
+}
+
 /// The variables the tests serve spin.toml with, over the database at
 /// `db_url` on a server listening on `port`.
 pub fn app_variables(db_url: &str, port: u16) -> Vec<(&'static str, String)> {
+    let p = project();
     vec![
         ("db_url", db_url.to_owned()),
         ("db_host", format!("127.0.0.1:{port}")),
+        (
+            "jwt_jwks",
+            dev_keys::jwks(&[&p.current, &p.previous, &p.rsa]),
+        ),
         ("jwt_secret", SECRET.to_owned()),
+        (
+            "api_secret_keys_sha256",
+            dev_keys::sha256_hex(&p.api.secret),
+        ),
+        (
+            "api_publishable_keys_sha256",
+            dev_keys::sha256_hex(&p.api.publishable),
+        ),
         ("max_asset_bytes", MAX_ASSET_BYTES.to_string()),
     ]
 }
 
-/// A valid HS256 token for `role`, an hour long.
+/// A valid token for `role`, an hour long, signed with the project's
+/// current ES256 key.
 pub fn token(role: &str) -> String {
-    signed(
-        jsonwebtoken::Algorithm::HS256,
-        SECRET,
-        serde_json::json!({"role": role, "exp": now() + 3600}),
-    )
+    project().current.token(role, 3600).unwrap()
 }
 
+/// `claims` signed with HS256 and `secret`: the legacy path.
 pub fn signed(alg: jsonwebtoken::Algorithm, secret: &str, claims: Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(alg),

@@ -19,7 +19,6 @@
 //! BENCHMARKS.md); its arguments go to `bench`.
 
 mod test;
-mod tokens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -194,22 +193,36 @@ async fn up(
     eprintln!("Migrations: {report:?}");
 
     let db_host = db_host(&db_url)?;
-    let jwt_secret = tokens::generate_secret()?;
+    // Credentials like a Supabase project's, new on every run: an ES256
+    // signing key published as the app's JWKS, and a pair of API keys of
+    // which the app holds only the digests.
+    let credentials = Credentials {
+        signing: dev_keys::SigningKey::es256(&format!("dev-{}", dev_keys::random_hex(4)))?,
+        api: dev_keys::ApiKeys::generate(),
+    };
     let variables = [
         ("db_url", db_url.clone()),
         ("db_host", db_host),
-        ("jwt_secret", jwt_secret.clone()),
+        ("jwt_jwks", dev_keys::jwks(&[&credentials.signing])),
+        (
+            "api_secret_keys_sha256",
+            dev_keys::sha256_hex(&credentials.api.secret),
+        ),
+        (
+            "api_publishable_keys_sha256",
+            dev_keys::sha256_hex(&credentials.api.publishable),
+        ),
     ];
 
     let spin = if bundled_host { None } else { spin_on_path() };
     let result = match spin {
         Some(version) => {
             eprintln!("Serving with Spin {version} (spin up).");
-            serve_with_spin(&manifest_path, listen, &variables, &jwt_secret).await
+            serve_with_spin(&manifest_path, listen, &variables, &credentials).await
         }
         None => {
             eprintln!("Serving with the bundled host (tools/spin-host).");
-            serve_bundled(&manifest_path, listen, &variables, &jwt_secret).await
+            serve_bundled(&manifest_path, listen, &variables, &credentials).await
         }
     };
     eprintln!("Stopped.");
@@ -279,12 +292,26 @@ fn spin_on_path() -> Option<String> {
     ((major, minor) >= (3, 4)).then_some(version)
 }
 
-fn print_banner(listen: SocketAddr, jwt_secret: &str) -> Result<()> {
+/// What `up` hands the developer: a signing key and API keys.
+struct Credentials {
+    signing: dev_keys::SigningKey,
+    api: dev_keys::ApiKeys,
+}
+
+/// How long a development token is valid.
+const TOKEN_SECS: u64 = 7 * 24 * 3600;
+
+fn print_banner(listen: SocketAddr, credentials: &Credentials) -> Result<()> {
     println!();
     println!("API:    http://{listen}/api/health");
-    for role in tokens::ROLES {
-        println!("{role:>14} token: {}", tokens::token(jwt_secret, role)?);
+    for role in dev_keys::ROLES {
+        println!(
+            "{role:>14} token: {}",
+            credentials.signing.token(role, TOKEN_SECS)?
+        );
     }
+    println!("    secret key: {}", credentials.api.secret);
+    println!("publishable key: {}", credentials.api.publishable);
     println!("Use:    curl -H \"Authorization: Bearer <token>\" http://{listen}/api/...");
     println!("Ctrl-C stops everything.");
     println!();
@@ -295,7 +322,7 @@ async fn serve_bundled(
     manifest_path: &Path,
     listen: SocketAddr,
     variables: &[(&str, String)],
-    jwt_secret: &str,
+    credentials: &Credentials,
 ) -> Result<()> {
     let manifest = spin_host::manifest::Manifest::from_file(manifest_path)?;
     let runtime = spin_host::runtime::Runtime::new()?;
@@ -310,7 +337,7 @@ async fn serve_bundled(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    print_banner(listener.local_addr()?, jwt_secret)?;
+    print_banner(listener.local_addr()?, credentials)?;
     spin_host::trigger::serve(listener, Arc::new(app), shutdown_signal()).await?;
     Ok(())
 }
@@ -319,7 +346,7 @@ async fn serve_with_spin(
     manifest_path: &Path,
     listen: SocketAddr,
     variables: &[(&str, String)],
-    jwt_secret: &str,
+    credentials: &Credentials,
 ) -> Result<()> {
     let mut command = tokio::process::Command::new("spin");
     command
@@ -335,7 +362,7 @@ async fn serve_with_spin(
         command.env(spin_host::variables::env_name(name), value);
     }
     let mut child = command.spawn().context("starting `spin up`")?;
-    print_banner(listen, jwt_secret)?;
+    print_banner(listen, credentials)?;
     tokio::select! {
         status = child.wait() => bail!("`spin up` exited on its own ({})", status?),
         () = shutdown_signal() => {}
