@@ -61,7 +61,7 @@ fn the_spinapp_sets_every_variable_spin_toml_declares() {
             );
         }
     }
-    for secret_variable in ["db_url", "jwt_secret"] {
+    for secret_variable in ["db_url", "jwt_secret", "api_secret_keys_sha256"] {
         let binding = app["spec"]["variables"]
             .as_vec()
             .unwrap()

@@ -136,10 +136,15 @@ fn constraint_field(err: &PgError) -> Option<String> {
 pub fn problem(err: &PgError) -> Problem {
     let failure = classify(err);
     match failure {
-        DbFailure::Unavailable => Problem::unavailable(
-            "the database is not answering; try again shortly",
-            RETRY_AFTER_SECS,
-        ),
+        DbFailure::Unavailable => {
+            // Why matters to the operator: down, refused, or a certificate
+            // the host could not verify.
+            log(err);
+            Problem::unavailable(
+                "the database is not answering; try again shortly",
+                RETRY_AFTER_SECS,
+            )
+        }
         DbFailure::Sql(code) => match code.as_str() {
             "23505" => {
                 let field = constraint_field(err).unwrap_or_else(|| "id".to_owned());

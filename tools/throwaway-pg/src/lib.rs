@@ -86,6 +86,8 @@ pub struct Cluster {
     port: u16,
     server: Option<Child>,
     watcher: Option<Watcher>,
+    /// Whether the server serves TLS with the certificate in its data dir.
+    tls: bool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -104,8 +106,20 @@ impl Cluster {
         Self::start_with(Binaries::locate()?)
     }
 
+    /// Like [`Cluster::start`], and serving TLS (beside plain connections)
+    /// with `cert_pem`, the server's certificate chain, and `key_pem`, its
+    /// private key: for tests of clients that verify a server signed by a
+    /// CA of their own, as Supabase's databases are.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
+        Self::start_inner(Binaries::locate()?, Some((cert_pem, key_pem)))
+    }
+
     /// Like [`Cluster::start`] with explicitly chosen server binaries.
     pub fn start_with(binaries: Binaries) -> Result<Self, Error> {
+        Self::start_inner(binaries, None)
+    }
+
+    fn start_inner(binaries: Binaries, tls: Option<(&str, &str)>) -> Result<Self, Error> {
         let run_as = unprivileged_user()?;
         let root = tempfile::Builder::new()
             .prefix("throwaway-pg-")
@@ -126,8 +140,12 @@ impl Cluster {
             port: 0,
             server: None,
             watcher: Some(watcher),
+            tls: tls.is_some(),
         };
         cluster.initdb()?;
+        if let Some((cert, key)) = tls {
+            cluster.install_tls_files(cert, key)?;
+        }
         cluster.launch_on_free_port()?;
         Ok(cluster)
     }
@@ -269,6 +287,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// Writes the certificate and key into the data directory, owned by
+    /// the server's user and, for the key, readable by it alone (the
+    /// server refuses a key others can read).
+    fn install_tls_files(&self, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, text, mode) in [
+            (TLS_CERT_FILE, cert_pem, 0o644),
+            (TLS_KEY_FILE, key_pem, 0o600),
+        ] {
+            let path = self.data_dir().join(name);
+            fs::write(&path, text).map_err(Error::io(format!("writing {name}")))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(Error::io(format!("restricting {name}")))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid.as_raw()), Some(gid.as_raw()))
+                    .map_err(Error::io(format!("handing {name} to the postgres user")))?;
+            }
+        }
+        Ok(())
+    }
+
     fn launch_on_free_port(&mut self) -> Result<(), Error> {
         // Another process may take the port between our probe and the
         // server's bind; a few fresh ports make that race harmless.
@@ -305,6 +344,11 @@ impl Cluster {
                 self.root_dir().display()
             ))
             .args(server::SETTINGS.iter().flat_map(|s| ["-c", s]))
+            .args(
+                self.tls_settings()
+                    .iter()
+                    .flat_map(|s| ["-c".to_owned(), s.clone()]),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -331,6 +375,23 @@ impl Cluster {
         }
     }
 }
+
+impl Cluster {
+    fn tls_settings(&self) -> Vec<String> {
+        if !self.tls {
+            return Vec::new();
+        }
+        vec![
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={TLS_CERT_FILE}"),
+            format!("ssl_key_file={TLS_KEY_FILE}"),
+        ]
+    }
+}
+
+/// The server's certificate and key, in the data directory.
+const TLS_CERT_FILE: &str = "server.crt";
+const TLS_KEY_FILE: &str = "server.key";
 
 impl Drop for Cluster {
     fn drop(&mut self) {

@@ -48,7 +48,11 @@ fn spin_version(bin: &Path) -> Result<String> {
 fn cargo_test(root: &Path, args: &[String], spin: Option<&Path>) -> Result<bool> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.current_dir(root).arg("test").args(args);
+    // Every suite runs even when one fails, so that a run shows all failures.
+    command
+        .current_dir(root)
+        .args(["test", "--no-fail-fast"])
+        .args(args);
     match spin {
         Some(bin) => command.env(app_server::SPIN_BIN, bin),
         None => command.env_remove(app_server::SPIN_BIN),
