@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::Error;
@@ -60,7 +60,10 @@ impl SpinProcess {
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(output("stdout.log")?)
-            .stderr(output("stderr.log")?);
+            .stderr(output("stderr.log")?)
+            // `spin up` runs the trigger as a child process of its own: a
+            // group of their own lets both be signalled, and killed, as one.
+            .process_group(0);
         // Only the variables given: the machine's own must not leak in.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SPIN_VARIABLE_") {
@@ -128,13 +131,15 @@ impl SpinProcess {
         text
     }
 
-    /// Ctrl-C, as a user stops `spin up`, then waits for it to exit.
+    /// Ctrl-C, as a user stops `spin up` (the terminal signals the whole
+    /// group), then waits for it to exit.
     pub async fn shutdown(&mut self) -> std::io::Result<()> {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        kill(pid, Signal::SIGINT).map_err(std::io::Error::other)?;
+        killpg(self.group(), Signal::SIGINT).map_err(std::io::Error::other)?;
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
+                // Nothing of the group may outlive `spin up`.
+                let _ = killpg(self.group(), Signal::SIGKILL);
                 self.dismiss_watcher();
                 return if status.success() {
                     Ok(())
@@ -152,8 +157,14 @@ impl SpinProcess {
         }
     }
 
+    /// `spin up`'s process group: it and the trigger process it started.
+    fn group(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Kills `spin up` and its trigger process.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
+        let _ = killpg(self.group(), Signal::SIGKILL);
         let _ = self.child.wait();
         self.dismiss_watcher();
     }
@@ -165,9 +176,10 @@ impl SpinProcess {
     }
 }
 
-/// Kills Spin when this process ends however it ends (a test binary killed
-/// mid-run drops nothing): a shell blocked on a pipe from this process,
-/// which the kernel closes at exit.
+/// Kills Spin's process group when this process ends however it ends (a
+/// test binary killed mid-run drops nothing, nor does one whose server
+/// lives in a static): a shell blocked on a pipe from this process, which
+/// the kernel closes at exit.
 struct Watcher {
     child: Child,
     stdin: ChildStdin,
@@ -177,7 +189,7 @@ impl Watcher {
     fn spawn(pid: u32) -> std::io::Result<Watcher> {
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(r#"read -r _ignored; kill -KILL "$1" 2>/dev/null"#)
+            .arg(r#"read -r _ignored; kill -KILL -- "-$1" 2>/dev/null"#)
             .arg("spin-watcher")
             .arg(pid.to_string())
             .stdin(Stdio::piped())
