@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 pub const SPIN_SUITES: &[(&str, &[&str])] = &[
     (
         "integration-tests",
-        &["api", "health", "browser", "host_postgres"],
+        &["api", "health", "browser", "host_postgres", "tls"],
     ),
     (
         "local-agent",
