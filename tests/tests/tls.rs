@@ -13,10 +13,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-
-use support::{Server, send_to};
+use support::{ChildServer, send_to, serve_until_stdin_closes};
 
 /// A CA, and a server certificate it signed for 127.0.0.1 and localhost.
 struct Pki {
@@ -124,79 +121,41 @@ fn child_server() {
     let (Ok(db_url), Ok(port)) = (std::env::var(CHILD_DB), std::env::var(CHILD_PORT)) else {
         return;
     };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let db_host = format!("127.0.0.1:{port}");
-        let server = Server::project(&[
-            ("db_url", &db_url),
-            ("db_host", &db_host),
-            ("jwt_secret", "x"),
-        ])
-        .await
-        .expect("serving spin.toml");
-        println!("listening {}", server.addr);
-        tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new()))
-            .await
-            .unwrap()
-            .unwrap();
-        if let Some(output) = server.output() {
-            eprintln!("{output}");
-        }
-    });
+    let db_host = format!("127.0.0.1:{port}");
+    serve_until_stdin_closes(&[
+        ("db_url", &db_url),
+        ("db_host", &db_host),
+        ("jwt_secret", "x"),
+    ]);
 }
 
 /// Serves the app in a child process with `ca_file` as its SSL_CERT_FILE
 /// (or none), asks for health, and returns the status and what the child
 /// and its host wrote.
 async fn health_in_child(db: &TlsDb, ca_file: Option<&std::path::Path>) -> (u16, String) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["child_server", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_DB, format!("{}?sslmode=require", db.url))
-        .env(CHILD_PORT, db.cluster.port().to_string())
-        .env("RUST_LOG", "info")
-        .env_remove("SSL_CERT_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match ca_file {
-        Some(file) => command.env("SSL_CERT_FILE", file),
-        // A file of no certificates: the machine's own roots must not
-        // decide the case either way.
-        None => command.env("SSL_CERT_FILE", "/dev/null"),
-    };
-    let mut child = command.spawn().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        BufReader::new(stderr).read_to_string(&mut text).unwrap();
-        text
-    });
-    let addr: std::net::SocketAddr = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the child ended");
-        if let Some(addr) = line.trim().strip_prefix("listening ") {
-            break addr.parse().unwrap();
-        }
-    };
+    // Without the CA: a file of no certificates, so that the machine's own
+    // roots decide the case neither way.
+    let ca_file = ca_file.map_or("/dev/null".to_owned(), |f| f.display().to_string());
+    let db_url = format!("{}?sslmode=require", db.url);
+    let child = ChildServer::spawn(
+        "child_server",
+        &[
+            (CHILD_DB, &db_url),
+            (CHILD_PORT, &db.cluster.port().to_string()),
+            ("RUST_LOG", "info"),
+            ("SSL_CERT_FILE", &ca_file),
+            ("SSL_CERT_DIR", ""),
+        ],
+    );
     let reply = send_to(
-        addr,
+        child.addr,
         http::Method::GET,
         "/api/health",
         &[],
         bytes::Bytes::new(),
     )
     .await;
-    drop(child.stdin.take());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    child.wait().unwrap();
-    let mut log = stderr.join().unwrap();
-    stdout.read_to_string(&mut log).unwrap();
+    let mut log = child.finish();
     log.push_str(&reply.text());
     (reply.status, log)
 }

@@ -5,13 +5,10 @@
 //! tokens, in the header and in the query string. Under a real Spin the
 //! child hands on Spin's output and the components' log files when it ends.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-
 use bytes::Bytes;
 
 use crate::auth::bad_credentials;
-use crate::support::{Server, send_to};
+use crate::support::{ChildServer, send_to};
 use crate::{app_variables, token};
 
 const CHILD_DB: &str = "API_TESTS_LOGGING_CHILD_DB";
@@ -30,65 +27,26 @@ fn child_server() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let variables = app_variables(&db_url, port.parse().unwrap());
-        let server = Server::project(&crate::support::borrowed(&variables))
-            .await
-            .expect("serving spin.toml");
-        println!("listening {}", server.addr);
-        // Serve until the parent closes stdin (or kills this process).
-        tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new()))
-            .await
-            .unwrap()
-            .unwrap();
-        if let Some(output) = server.output() {
-            eprintln!("{output}");
-        }
-    });
+    let variables = app_variables(&db_url, port.parse().unwrap());
+    crate::support::serve_until_stdin_closes(&crate::support::borrowed(&variables));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_never_reach_the_logs() {
     let db_url = integration_tests::db::fresh_database().await;
     let port = integration_tests::db::cluster().port();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "logging::child_server",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_DB, &db_url)
-        .env(CHILD_PORT, port.to_string())
-        .env(
-            "RUST_LOG",
-            "trace,wasmtime=info,cranelift=info,wasmtime_cranelift=info",
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        BufReader::new(stderr).read_to_string(&mut text).unwrap();
-        text
-    });
-    let mut early = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "the child ended: {early}"
-        );
-        if let Some(addr) = line.trim().strip_prefix("listening ") {
-            break addr.parse().unwrap();
-        }
-        early += &line;
-    };
+    let child = ChildServer::spawn(
+        "logging::child_server",
+        &[
+            (CHILD_DB, &db_url),
+            (CHILD_PORT, &port.to_string()),
+            (
+                "RUST_LOG",
+                "trace,wasmtime=info,cranelift=info,wasmtime_cranelift=info",
+            ),
+        ],
+    );
+    let addr = child.addr;
 
     let mut credentials = bad_credentials();
     for role in ["anon", "authenticated", "service_role"] {
@@ -129,15 +87,7 @@ async fn tokens_never_reach_the_logs() {
     }
 
     // Closing stdin ends the child, which then writes what Spin logged.
-    drop(child.stdin.take());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    child.wait().unwrap();
-    let mut log = stderr.join().unwrap();
-    stdout.read_to_string(&mut log).unwrap();
+    let log = child.finish();
     // Each host's line for a request it received.
     let request_line = match app_server::Host::from_env() {
         app_server::Host::Bundled => "spin_host::request",

@@ -410,3 +410,94 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
+
+/// An app served by a child process: this test binary again, running one
+/// ignored test that calls [`serve_until_stdin_closes`]. A test needs one
+/// for what it cannot set in its own process: the environment of the host
+/// (`SSL_CERT_FILE`, `RUST_LOG`) and everything the host writes.
+pub struct ChildServer {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl ChildServer {
+    /// Starts `test` (its full name) with `env` and waits until it serves.
+    pub fn spawn(test: &str, env: &[(&str, &str)]) -> ChildServer {
+        use std::io::{BufRead, Read};
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args([test, "--exact", "--ignored", "--nocapture"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("starting the child server");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::BufReader::new(stderr)
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        });
+        let mut early = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the child ended: {early}"
+            );
+            if let Some(addr) = line.trim().strip_prefix("listening ") {
+                break addr.parse().unwrap();
+            }
+            early += &line;
+        };
+        ChildServer {
+            addr,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Closes the child's stdin, which ends it, and returns everything it
+    /// and its host wrote.
+    pub fn finish(mut self) -> String {
+        use std::io::Read;
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+        let mut log = self.stderr.join().unwrap();
+        self.stdout.read_to_string(&mut log).unwrap();
+        log
+    }
+}
+
+/// The child half of a [`ChildServer`]: serves spin.toml with `variables`,
+/// says where on stdout, serves until stdin closes, then writes what a
+/// real Spin and the components logged (the bundled host's log is this
+/// process's own stderr).
+pub fn serve_until_stdin_closes(variables: &[(&str, &str)]) {
+    use std::io::Read;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = Server::project(variables).await.expect("serving spin.toml");
+        println!("listening {}", server.addr);
+        tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new()))
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(output) = server.output() {
+            eprintln!("{output}");
+        }
+    });
+}
