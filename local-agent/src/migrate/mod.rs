@@ -1,5 +1,5 @@
 //! `local-agent migrate`: a legacy SQLite file (the old Python
-//! application's, see `shared/legacy/schema.sql`) into PostgreSQL through the
+//! application's, see `local-agent/legacy/schema.sql`) into PostgreSQL through the
 //! import endpoints, ids kept, bytes identical, nothing silently lost.
 //!
 //! [`read`] reads and converts (by the rules in [`convert`]) and decides the

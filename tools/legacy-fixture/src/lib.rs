@@ -531,3 +531,45 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    /// The fixture writes the tables the documented legacy schema
+    /// (`local-agent/legacy/schema.sql`, what users' files hold) declares,
+    /// column for column.
+    #[test]
+    fn the_fixture_schema_is_the_documented_legacy_schema() {
+        let documented = include_str!("../../../local-agent/legacy/schema.sql");
+        let columns = |ddl: &str| {
+            let db = rusqlite::Connection::open_in_memory().unwrap();
+            db.execute_batch(ddl).unwrap();
+            let mut tables: Vec<String> = db
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            tables.retain(|t| !t.starts_with("sqlite_"));
+            tables
+                .into_iter()
+                .map(|table| {
+                    let cols: Vec<(String, String, bool)> = db
+                        .prepare(&format!("PRAGMA table_info({table})"))
+                        .unwrap()
+                        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                    (table, cols)
+                })
+                .collect::<Vec<_>>()
+        };
+        // The vec0 table needs sqlite-vec loaded: its statement is compared
+        // as text, the plain tables column for column.
+        let vectors = format!("{};", super::LEGACY_VECTORS);
+        assert!(documented.contains(&vectors), "{vectors}");
+        let plain = documented.replace(&vectors, "");
+        assert_eq!(columns(super::LEGACY_SCHEMA), columns(&plain));
+    }
+}
