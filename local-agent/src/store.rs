@@ -1013,7 +1013,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use legacy_fixture::{LEGACY_SCHEMA, LEGACY_VECTORS};
+    use legacy_fixture::{LEGACY_VECTORS, legacy_schema};
 
     fn content(id: i64, title: &str) -> serde_json::Value {
         json!({"table": "learning_content", "op": "upsert", "id": id, "row": {
@@ -1167,7 +1167,7 @@ mod tests {
         let legacy_path = dir.path().join("anki_vector_db.db");
         register_sqlite_vec();
         let legacy = Connection::open(&legacy_path).unwrap();
-        legacy.execute_batch(LEGACY_SCHEMA).unwrap();
+        legacy.execute_batch(&legacy_schema()).unwrap();
         legacy.execute_batch(LEGACY_VECTORS).unwrap();
         // Rows as the Python application wrote them: naive datetimes, JSON
         // as text, a NULL note id and a card for a fragment.
