@@ -263,6 +263,56 @@ impl Output {
     }
 }
 
+impl Output {
+    /// A bar over bytes, with a message that counts files.
+    fn bytes_bar(&self, len: u64, message: &str) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} \
+                 [{elapsed} elapsed, {eta} left]",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(message.to_owned());
+        bar
+    }
+
+    /// The bars of a push: the sound files (bytes and files), then the
+    /// notes.
+    fn push_progress(&self) -> impl FnMut(local_agent::anki::Progress) + '_ {
+        use local_agent::anki::Progress;
+        let mut media: Option<ProgressBar> = None;
+        let mut notes: Option<ProgressBar> = None;
+        move |p| match p {
+            Progress::Media {
+                files,
+                files_total,
+                bytes,
+                bytes_total,
+            } => {
+                let bar = media.get_or_insert_with(|| self.bytes_bar(bytes_total, "sound files"));
+                bar.set_position(bytes);
+                bar.set_message(format!("sound files {files}/{files_total}"));
+                if files == files_total {
+                    bar.finish_and_clear();
+                }
+            }
+            Progress::Notes { done, total } => {
+                let bar = notes.get_or_insert_with(|| self.bar(total as u64, "notes"));
+                bar.set_position(done as u64);
+                if done == total {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -863,6 +913,7 @@ fn anki_settings(file: &FileConfig, args: &AnkiArgs) -> local_agent::anki::AnkiS
 
 /// The push itself, shared by `anki push` and `sync`.
 fn push_to_anki(
+    out: &Output,
     settings: &Settings,
     file: &FileConfig,
     backoff: Backoff,
@@ -892,41 +943,70 @@ fn push_to_anki(
         local_agent::anki::PushOptions {
             verify: args.verify,
         },
+        &mut out.push_progress(),
     )?;
     Ok((anki_settings, report))
 }
 
 fn describe_push(report: &local_agent::anki::PushReport, deck: &str, seconds: f64) -> String {
-    let mut text = if report.added + report.updated + report.recreated + report.tagged_deleted == 0
-        && report.failed.is_empty()
-    {
-        format!(
-            "Anki is up to date ({} notes unchanged, {seconds:.1}s).",
-            report.unchanged
-        )
-    } else {
-        format!(
-            "Anki: {} added to {deck}, {} updated, {} unchanged, {} re-created, {} tagged \
-             deleted, {} sound files stored ({seconds:.1}s).",
-            report.added,
-            report.updated,
-            report.unchanged,
-            report.recreated,
-            report.tagged_deleted,
-            report.media_stored
-        )
-    };
-    if report.deleted_in_anki > 0 {
+    let r = report;
+    let mut text =
+        if r.added + r.updated + r.recreated + r.legacy_recreated + r.adopted + r.tagged_deleted
+            == 0
+            && r.failed.is_empty()
+        {
+            format!(
+                "Anki is up to date ({} notes unchanged, {seconds:.1}s).",
+                r.unchanged
+            )
+        } else {
+            format!(
+                "Anki: {} added to {deck}, {} updated, {} unchanged, {} re-created, {} tagged \
+             deleted; {} sound files stored ({:.1} MB), {} already there ({seconds:.1}s).",
+                r.added,
+                r.updated,
+                r.unchanged,
+                r.recreated,
+                r.tagged_deleted,
+                r.media_stored,
+                r.media_bytes as f64 / 1e6,
+                r.media_present,
+            )
+        };
+    if r.legacy_recreated > 0 {
+        let types: Vec<&str> = r.legacy_note_types.iter().map(String::as_str).collect();
+        text.push_str(&format!(
+            "\n{} card(s) of the old application point at notes of type {} that this Anki \
+             profile does not have (it is another profile or a new computer): they were created \
+             anew in {deck}; their review history stays in the old profile.",
+            r.legacy_recreated,
+            types.join(", ")
+        ));
+    }
+    if r.adopted > 0 {
+        text.push_str(&format!(
+            "\n{} note(s) were already in Anki from a push that stopped before Anki answered; \
+             they were updated, not added twice.",
+            r.adopted
+        ));
+    }
+    if r.moved_to_deck > 0 {
+        text.push_str(&format!(
+            "\nAnki put {} new card(s) outside {deck}; they were moved into it.",
+            r.moved_to_deck
+        ));
+    }
+    if r.deleted_in_anki > 0 {
         text.push_str(&format!(
             "\n{} note(s) were deleted in Anki and are left alone ([anki] deleted_in_anki = \
              \"recreate\" adds them again).",
-            report.deleted_in_anki
+            r.deleted_in_anki
         ));
     }
-    for failure in &report.failed {
+    for failure in &r.failed {
         text.push_str(&format!("\nfailed {}: {}", failure.key, failure.error));
     }
-    if !report.failed.is_empty() {
+    if !r.failed.is_empty() {
         text.push_str("\nThe failed notes are tried again by the next push.");
     }
     text
@@ -940,11 +1020,8 @@ fn run_anki_push(
     args: &AnkiArgs,
 ) -> Result<()> {
     let mut store = open_store(settings)?;
-    let spinner = out.spinner("pushing to Anki");
     let started = Instant::now();
-    let result = push_to_anki(settings, file, backoff, args, &mut store);
-    spinner.finish_and_clear();
-    let (anki_settings, report) = result?;
+    let (anki_settings, report) = push_to_anki(out, settings, file, backoff, args, &mut store)?;
     let seconds = started.elapsed().as_secs_f64();
     #[derive(Serialize)]
     struct Json<'a> {
@@ -1002,10 +1079,7 @@ fn run_sync(
     );
     bar.finish_and_clear();
     let embedded = embedded.context("embedding stopped; vectors of finished batches are kept")?;
-    let spinner = out.spinner("pushing to Anki");
-    let pushed = push_to_anki(settings, file, backoff, args, &mut store);
-    spinner.finish_and_clear();
-    let (anki_settings, report) = pushed?;
+    let (anki_settings, report) = push_to_anki(out, settings, file, backoff, args, &mut store)?;
     let seconds = started.elapsed().as_secs_f64();
     #[derive(Serialize)]
     struct Json<'a> {

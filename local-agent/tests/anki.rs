@@ -393,9 +393,10 @@ fn the_double_answers_both_wire_versions_and_an_old_addon_is_refused() {
 #[test]
 fn one_refused_note_is_reported_and_the_others_sync_then_it_is_retried() {
     let (_stack, agent, anki, _) = setup();
-    // A note of our type with fragment 5's key already exists (made by hand).
     let agent_push = || agent.run(&["--json", "anki", "push", "--anki-url", &anki.url]);
-    // Create the note type the way the agent would, then the clash.
+    // Create the note type the way the agent would, then the clash: two
+    // notes of our type with fragment 5's key (made by hand), so that
+    // Anki refuses ours and none of them can be taken over.
     let first = agent_push();
     assert!(first.status.success());
     let f5 = anki.note("fragment:5").unwrap();
@@ -404,29 +405,210 @@ fn one_refused_note_is_reported_and_the_others_sync_then_it_is_retried() {
         .mirror()
         .execute("DELETE FROM anki_cards WHERE fragment_id = 5", [])
         .unwrap();
-    let clash = anki.add_by_hand(
-        MODEL,
-        "Thai",
-        &[("Key", "fragment:5"), ("NativeText", "mine")],
-    );
+    let clash = [("Key", "fragment:5"), ("NativeText", "mine")];
+    let one = anki.add_by_hand(MODEL, "Thai", &clash);
+    let other = anki.add_by_hand(MODEL, "Thai", &clash);
 
     let out = agent_push();
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["failed"][0]["key"], "fragment:5", "{report}");
+    let error = report["failed"][0]["error"].as_str().unwrap();
     assert!(
-        report["failed"][0]["error"]
-            .as_str()
-            .unwrap()
-            .contains("cannot create note because it is a duplicate")
+        error.contains("cannot create note because it is a duplicate")
+            && error.contains("Anki has 2 notes")
+            && error.contains("keep one"),
+        "{error}"
     );
     assert_eq!(cards(&agent, "fragment_id = 5")[0].1, "error");
+    assert_eq!(anki.state().notes[&one].field("NativeText"), "mine");
 
-    // The user removes their note: the next push adds ours.
-    anki.delete(clash);
+    // The user removes one: the next push takes the other over.
+    anki.delete(other);
     let report = push(&agent, &anki);
-    assert_eq!(report["added"], 1, "{report}");
-    assert_eq!(cards(&agent, "fragment_id = 5")[0].1, "synced");
+    assert_eq!(report["adopted"], 1, "{report}");
+    assert_eq!(report["added"], 0, "{report}");
+    assert_eq!(
+        cards(&agent, "fragment_id = 5"),
+        vec![(Some(5), "synced".into(), Some(one))]
+    );
+    let (native, _) = fragment_text(&agent, 5);
+    assert_eq!(anki.state().notes[&one].field("NativeText"), native);
+}
+
+#[test]
+fn a_note_added_before_its_answer_was_lost_is_taken_over_not_duplicated() {
+    let (_stack, agent, anki, _) = setup();
+    push(&agent, &anki);
+    let f4 = anki.note("fragment:4").unwrap();
+    // As after a push whose addNote Anki carried out but whose answer never
+    // came: the note is in Anki, the store knows nothing of it.
+    agent
+        .mirror()
+        .execute("DELETE FROM anki_cards WHERE fragment_id = 4", [])
+        .unwrap();
+    let report = push(&agent, &anki);
+    assert_eq!(report["adopted"], 1, "{report}");
+    assert_eq!(report["added"], 0, "{report}");
+    assert_eq!(report["failed"], json!([]));
+    assert_eq!(anki.state().notes.len(), 8, "no second note");
+    assert_eq!(
+        cards(&agent, "fragment_id = 4"),
+        vec![(Some(4), "synced".into(), Some(f4.id))]
+    );
+}
+
+#[test]
+fn cards_anki_puts_in_another_deck_are_moved_into_the_one_asked_for() {
+    let (_stack, agent, anki, _) = setup();
+    // The add-on on Anki 26 puts every added card in Default.
+    anki.state().ignore_deck = true;
+    let report = push(&agent, &anki);
+    assert_eq!(report["added"], 8, "{report}");
+    assert_eq!(report["moved_to_deck"], 16, "two cards a note: {report}");
+    let s = anki.state();
+    let decks: Vec<&str> = s.notes.values().map(|n| n.deck.as_str()).collect();
+    assert!(decks.iter().all(|d| *d == "Thai"), "{decks:?}");
+    assert_eq!(s.actions.iter().filter(|a| *a == "changeDeck").count(), 1);
+    drop(s);
+    // A note the learner moves afterwards stays where they put it.
+    anki.state().ignore_deck = false;
+    let f2 = anki.note("fragment:2").unwrap();
+    anki.state().notes.get_mut(&f2.id).unwrap().deck = "Mine".into();
+    agent
+        .mirror()
+        .execute(
+            "UPDATE anki_cards SET content_hash = 'changed' WHERE fragment_id = 2",
+            [],
+        )
+        .unwrap();
+    let report = push(&agent, &anki);
+    assert_eq!(report["updated"], 1, "{report}");
+    assert_eq!(report["moved_to_deck"], 0, "{report}");
+    assert_eq!(anki.note("fragment:2").unwrap().deck, "Mine");
+}
+
+#[test]
+fn legacy_cards_of_another_profile_are_created_anew_and_deleted_ones_follow_the_rule() {
+    let (_stack, agent, anki, _) = setup();
+    // Two legacy rows: fragment 3's note type does not exist in this
+    // profile (the learner's new computer); fragment 4's type exists but
+    // its note was deleted here.
+    anki.add_by_hand(
+        "Thai Basic",
+        "Thai::Words",
+        &[("Thai", "kept"), ("English", "x")],
+    );
+    agent
+        .mirror()
+        .execute_batch(
+            "INSERT INTO anki_cards (id, learning_content_id, fragment_id, anki_note_id, deck_name,
+                 note_type, fields, content_hash, sync_status)
+             VALUES (1, 1, 3, 1500000000001, 'Thai::Words', 'Thai Vocabulary (old app)',
+                     '{\"Front\": \"a\", \"Back\": \"b\"}', 'aaaa', 'synced'),
+                    (2, 1, 4, 1500000000002, 'Thai::Words', 'Thai Basic',
+                     '{\"Thai\": \"a\", \"English\": \"b\"}', 'bbbb', 'synced')",
+        )
+        .unwrap();
+    let out = agent.run(&["anki", "push", "--anki-url", &anki.url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "1 card(s) of the old application point at notes of type Thai Vocabulary (old app) \
+             that this Anki profile does not have"
+        ) && stdout.contains("they were created anew in Thai"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 note(s) were deleted in Anki"),
+        "{stdout}"
+    );
+    let f3 = anki.note("fragment:3").expect("fragment 3 created anew");
+    assert_eq!(f3.model, MODEL);
+    assert_eq!(f3.deck, "Thai");
+    let (native, _) = fragment_text(&agent, 3);
+    assert_eq!(f3.field("NativeText"), native);
+    assert_eq!(
+        cards(&agent, "id IN (1, 2)"),
+        vec![
+            (Some(3), "synced".into(), Some(f3.id)),
+            (Some(4), "deleted_in_anki".into(), Some(1500000000002)),
+        ]
+    );
+    assert!(
+        anki.note("fragment:4").is_none(),
+        "the rule leaves it deleted"
+    );
+    let report = push(&agent, &anki);
+    assert_eq!(report["legacy_recreated"], 0, "{report}");
+    assert_eq!(report["added"], 0, "{report}");
+}
+
+#[test]
+fn sound_files_go_in_small_requests_and_only_once() {
+    let (stack, agent, anki, _) = setup();
+    // Twelve sounds of 200 KB and one of 1.5 MB.
+    let mut sizes = vec![200_000usize; 12];
+    sizes.push(1_500_000);
+    for (i, size) in sizes.iter().enumerate() {
+        let bytes: Vec<u8> = (0..*size).map(|b| (b * 31 + i * 7) as u8).collect();
+        // Each on a fragment of its own, so that every one is played.
+        let id = 100 + i as i64;
+        stack.sql(&format!(
+            "INSERT INTO content_fragments (id, learning_content_id, native_text, body_text, fragment_type)
+             VALUES ({id}, 1, 'extra {i}', 'extra', 'sentence')"
+        ));
+        stack.upload(id, &bytes);
+    }
+    pull_until(
+        &agent,
+        "SELECT count(*) = 13 FROM fragment_assets WHERE fragment_id >= 100",
+    );
+    let report = push(&agent, &anki);
+    assert_eq!(report["failed"], json!([]), "{report}");
+    assert_eq!(report["media_stored"], 16, "{report}"); // 3 of setup() + 13
+    let limit = 512 * 1024;
+    let sizes = anki.state().request_bytes.clone();
+    let over: Vec<usize> = sizes.iter().copied().filter(|b| *b > limit).collect();
+    // Only the 1.5 MB file (2 MB as base64) travels alone above the limit.
+    assert_eq!(over.len(), 1, "{sizes:?}");
+    assert!(over[0] > 2_000_000 && over[0] < 2_100_000, "{over:?}");
+    assert!(anki.count("storeMediaFile") == 16);
+    // Media Anki has already is not sent again, even for changed notes.
+    agent
+        .mirror()
+        .execute("UPDATE anki_cards SET content_hash = 'changed'", [])
+        .unwrap();
+    let report = push(&agent, &anki);
+    assert_eq!(report["media_stored"], 0, "{report}");
+    assert_eq!(report["media_present"], 16, "{report}");
+    assert_eq!(anki.count("storeMediaFile"), 16);
+}
+
+#[test]
+fn an_anki_that_closes_the_connection_mid_request_is_named_and_nothing_is_recorded() {
+    let (_stack, agent, _anki, _) = setup();
+    // Reads each request, then closes without answering: Anki quitting.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            drop(stream);
+        }
+    });
+    let out = agent.run(&["anki", "push", "--anki-url", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("closed the connection before answering") && stderr.contains("Start Anki"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not running"), "{stderr}");
+    assert!(cards(&agent, "1 = 1").is_empty(), "nothing is recorded");
 }
 
 #[test]

@@ -12,14 +12,16 @@
 //!   `thai-content::deleted`, its review history stays) or `leave`. The
 //!   agent never deletes a note.
 
+pub mod cards;
 pub mod connect;
+pub mod media;
 pub mod notes;
 pub mod push;
 
 use serde::{Deserialize, Serialize};
 
 pub use connect::{AnkiConnect, AnkiError};
-pub use push::{PushError, PushOptions, PushReport, push};
+pub use push::{Progress, PushError, PushOptions, PushReport, push};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8765";
 pub const DEFAULT_DECK: &str = "Thai";

@@ -64,9 +64,13 @@ pub enum Subject {
 impl Subject {
     /// The value of the `Key` field.
     pub fn key(self) -> String {
+        self.note_of().key()
+    }
+
+    pub fn note_of(self) -> NoteOf {
         match self {
-            Subject::Content(id) => format!("content:{id}"),
-            Subject::Fragment { id, .. } => format!("fragment:{id}"),
+            Subject::Content(id) => NoteOf::Content(id),
+            Subject::Fragment { id, .. } => NoteOf::Fragment(id),
         }
     }
 
@@ -85,6 +89,49 @@ impl Subject {
     }
 }
 
+/// The row a note stands for: what identifies a note and its card record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NoteOf {
+    Content(i64),
+    Fragment(i64),
+}
+
+impl NoteOf {
+    /// The value of the `Key` field.
+    pub fn key(self) -> String {
+        match self {
+            NoteOf::Content(id) => format!("content:{id}"),
+            NoteOf::Fragment(id) => format!("fragment:{id}"),
+        }
+    }
+
+    /// Whether the mirror still holds the row.
+    pub fn in_mirror(self, conn: &Connection) -> rusqlite::Result<bool> {
+        let (sql, id) = match self {
+            NoteOf::Content(id) => (
+                "SELECT EXISTS (SELECT 1 FROM learning_content WHERE id = ?1)",
+                id,
+            ),
+            NoteOf::Fragment(id) => (
+                "SELECT EXISTS (SELECT 1 FROM content_fragments WHERE id = ?1)",
+                id,
+            ),
+        };
+        conn.prepare_cached(sql)?.query_row([id], |r| r.get(0))
+    }
+}
+
+impl From<NoteOf> for Subject {
+    /// The subject of a card whose row may have left the mirror: a
+    /// fragment's content is not known then.
+    fn from(of: NoteOf) -> Subject {
+        match of {
+            NoteOf::Content(id) => Subject::Content(id),
+            NoteOf::Fragment(id) => Subject::Fragment { id, content: None },
+        }
+    }
+}
+
 /// The audio a note plays: an asset of the mirror and the media file name
 /// it is stored under in Anki.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +139,8 @@ pub struct Audio {
     pub asset_id: i64,
     pub sha256: String,
     pub file_name: String,
+    /// Bytes, as the mirror lists them.
+    pub size: u64,
 }
 
 /// A note as the mirror says it should be.
@@ -121,6 +170,9 @@ pub fn html(text: &str) -> String {
         .replace('\n', "<br>")
 }
 
+/// How the agent's media files' names begin.
+pub const MEDIA_PREFIX: &str = "thai-content-";
+
 /// The media file name of an asset: deterministic, so that storing it again
 /// overwrites the same file instead of piling up copies.
 pub fn media_file_name(sha256: &str, content_type: Option<&str>) -> String {
@@ -140,7 +192,7 @@ pub fn media_file_name(sha256: &str, content_type: Option<&str>) -> String {
         _ => "mp3",
     };
     let prefix: String = sha256.to_ascii_lowercase().chars().take(16).collect();
-    format!("thai-content-{prefix}.{ext}")
+    format!("{MEDIA_PREFIX}{prefix}.{ext}")
 }
 
 /// The best audio asset of a fragment, by the API's rule for
@@ -148,7 +200,7 @@ pub fn media_file_name(sha256: &str, content_type: Option<&str>) -> String {
 /// then the lowest id; unranked assets after all ranked ones.
 pub fn best_audio(conn: &Connection, fragment_id: i64) -> rusqlite::Result<Option<Audio>> {
     conn.query_row(
-        "SELECT a.id, a.sha256, a.content_type
+        "SELECT a.id, a.sha256, a.content_type, a.size
          FROM fragment_assets a
          LEFT JOIN (SELECT asset_id, avg(rank_hundredths) AS mean, count(*) AS n
                     FROM rankings WHERE rank_hundredths IS NOT NULL GROUP BY asset_id) r
@@ -164,6 +216,7 @@ pub fn best_audio(conn: &Connection, fragment_id: i64) -> rusqlite::Result<Optio
                 asset_id: r.get(0)?,
                 file_name: media_file_name(&sha256, content_type.as_deref()),
                 sha256: sha256.to_ascii_lowercase(),
+                size: r.get::<_, i64>(3)?.try_into().unwrap_or_default(),
             })
         },
     )

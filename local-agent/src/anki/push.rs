@@ -1,41 +1,48 @@
 //! The push: the notes the mirror asks for, compared with what `anki_cards`
-//! says was last sent, and only the difference sent to AnkiConnect.
+//! says was last sent, and only the difference sent to AnkiConnect, phase by
+//! phase: [`plan`] (no request), [`check_notes`] (do the notes to update
+//! still exist?), the deck and note type, the sound files ([`media`]),
+//! [`update`], [`add`] (then [`place_in_deck`]), [`tag_gone`].
 //!
 //! - A note whose rendered fields hash to the recorded `content_hash` (and
-//!   whose row is `synced`) sends nothing: a push with nothing new makes no
+//!   whose card is synced) sends nothing: a push with nothing new makes no
 //!   request at all.
 //! - A changed note is updated in place (`updateNoteFields`) after
 //!   `notesInfo` confirmed it still exists (`[{}]` means the user deleted
 //!   it: then [`DeletedInAnki`] decides).
+//! - A legacy card (another note type, written by the old application) is
+//!   updated through its own field names, never duplicated. When the Anki
+//!   profile lacks its note type altogether, the note was made in another
+//!   profile (a learner on a new computer): it is created anew as a note
+//!   of the agent's type, and the report says so.
 //! - A new note is added with `multi` of `addNote`, so that one refused
-//!   note (a duplicate key, say) does not stop the others (`addNotes` would
-//!   add none); it is recorded as `error` and tried again next time.
+//!   note does not stop the others (`addNotes` would add none). Anki may
+//!   put the cards elsewhere than the deck asked for (the add-on on Anki 26
+//!   does): every added note's cards are checked and moved. A note Anki
+//!   already has under its key (an earlier push stopped before Anki's
+//!   answer arrived) is taken over and updated, not reported as a
+//!   duplicate.
 //! - A card whose content or fragment left the mirror is tagged
 //!   `thai-content::deleted` (by [`DeletedUpstream`]); no note is ever
 //!   deleted.
-//! - Legacy rows (another note type, written by the old application) are
-//!   updated through their own field names, never duplicated.
 //!
-//! Each batch's outcome is written to `anki_cards` in one transaction as
-//! soon as AnkiConnect answered it; when Anki does not answer at all,
-//! nothing is written.
+//! Each request's outcome is written to `anki_cards` in one transaction as
+//! soon as AnkiConnect answered it; a request Anki did not answer records
+//! nothing, and what it may have done is found again by the next push.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::connect::{Action, AnkiConnect, AnkiError};
-use super::notes::{self, DELETED_TAG, MODEL_NAME, Rendered};
-use super::{AnkiSettings, DeletedInAnki, DeletedUpstream, base64};
+use super::cards::{self, Card, CardStatus, Entry, Outcome};
+use super::connect::{API_VERSION, Action, AnkiConnect, AnkiError, Batcher, REQUEST_ACTIONS};
+use super::media;
+use super::notes::{self, Audio, DELETED_TAG, MODEL_NAME, Rendered};
+use super::{AnkiSettings, DeletedInAnki, DeletedUpstream};
 use crate::api::ApiClient;
 use crate::store::{Store, StoreError, SyncPhase};
-
-/// Notes per `multi` request.
-const BATCH: usize = 250;
-/// Media bytes per `multi` request (base64 makes them a third larger).
-const MEDIA_BATCH_BYTES: usize = 24 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -57,6 +64,21 @@ pub struct PushOptions {
     pub verify: bool,
 }
 
+/// How far a push is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Media {
+        files: usize,
+        files_total: usize,
+        bytes: u64,
+        bytes_total: u64,
+    },
+    Notes {
+        done: usize,
+        total: usize,
+    },
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PushReport {
     pub added: usize,
@@ -66,9 +88,22 @@ pub struct PushReport {
     pub deleted_in_anki: usize,
     /// Notes deleted in Anki and added again by the policy.
     pub recreated: usize,
+    /// Legacy cards whose note type this Anki profile does not have (they
+    /// were made in another profile): created anew as the agent's notes.
+    pub legacy_recreated: usize,
+    /// Those note types.
+    pub legacy_note_types: BTreeSet<String>,
+    /// Notes Anki had already under their key (an earlier push stopped
+    /// before Anki's answer arrived): taken over and updated.
+    pub adopted: usize,
+    /// Cards Anki put in another deck than the one asked for, moved.
+    pub moved_to_deck: usize,
     /// Notes tagged because their content left the mirror.
     pub tagged_deleted: usize,
     pub media_stored: usize,
+    /// Sound files Anki had already (their names are their digests).
+    pub media_present: usize,
+    pub media_bytes: u64,
     pub failed: Vec<NoteFailure>,
 }
 
@@ -79,66 +114,14 @@ pub struct NoteFailure {
     pub error: String,
 }
 
-/// A row of `anki_cards`.
-#[derive(Debug, Clone)]
-struct Card {
-    id: i64,
-    note_id: Option<i64>,
-    deck: String,
-    note_type: String,
-    fields: BTreeMap<String, String>,
-    hash: Option<String>,
-    status: String,
-}
-
-fn read_cards(conn: &Connection) -> rusqlite::Result<HashMap<String, Card>> {
-    let mut stmt = conn.prepare(
-        "SELECT id, learning_content_id, fragment_id, anki_note_id, deck_name, note_type, fields,
-                content_hash, sync_status
-         FROM anki_cards ORDER BY anki_note_id IS NULL, id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let content: Option<i64> = r.get(1)?;
-        let fragment: Option<i64> = r.get(2)?;
-        let fields: Option<String> = r.get(6)?;
-        let fields = fields
-            .and_then(|f| serde_json::from_str::<BTreeMap<String, Value>>(&f).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s,
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect();
-        let key = match (fragment, content) {
-            (Some(f), _) => Some(format!("fragment:{f}")),
-            (None, Some(c)) => Some(format!("content:{c}")),
-            (None, None) => None,
-        };
-        let card = Card {
-            id: r.get(0)?,
-            note_id: r.get(3)?,
-            deck: r.get(4)?,
-            note_type: r.get(5)?,
-            fields,
-            hash: r.get(7)?,
-            status: r.get(8)?,
-        };
-        Ok(key.map(|key| (key, card)))
-    })?;
-    let mut cards = HashMap::new();
-    for row in rows {
-        let Some((key, card)) = row? else {
-            continue;
-        };
-        // The first row per key wins: one with a note id, then the oldest.
-        cards.entry(key).or_insert(card);
-    }
-    Ok(cards)
+/// Why a note is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Add {
+    New,
+    /// Deleted in Anki, added again by [`DeletedInAnki::Recreate`].
+    Recreate,
+    /// A legacy card made in another Anki profile.
+    LegacyElsewhere,
 }
 
 /// One note to send.
@@ -148,136 +131,118 @@ struct Job {
     card: Option<Card>,
     /// The fields sent: ours, or a legacy note's own names.
     fields: BTreeMap<String, String>,
-    recreate: bool,
+    add: Add,
 }
 
 impl Job {
     fn key(&self) -> String {
         self.note.subject.key()
     }
-    fn is_legacy(&self) -> bool {
-        self.card
-            .as_ref()
-            .is_some_and(|c| c.note_type != MODEL_NAME)
+
+    fn note_id(&self) -> Option<i64> {
+        self.card.as_ref().and_then(|c| c.note_id)
     }
-}
 
-enum Outcome {
-    Synced {
-        note_id: i64,
-        deck: String,
-        note_type: String,
-    },
-    Failed,
-    DeletedInAnki,
-}
+    fn is_legacy(&self) -> bool {
+        self.card.as_ref().is_some_and(Card::is_legacy)
+    }
 
-fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%d %H:%M:%S%.6f")
-        .to_string()
-}
-
-fn record(conn: &Connection, results: &[(&Job, Outcome)]) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    let now = now();
-    for (job, outcome) in results {
-        let fields = serde_json::to_string(&job.fields).expect("strings serialise");
-        let subject = job.note.subject;
-        match (outcome, &job.card) {
-            (
-                Outcome::Synced {
-                    note_id,
-                    deck,
-                    note_type,
-                },
-                Some(card),
-            ) => {
-                tx.execute(
-                    "UPDATE anki_cards SET anki_note_id = ?2, deck_name = ?3, note_type = ?4,
-                         fields = ?5, content_hash = ?6, sync_status = 'synced',
-                         last_synced_at = ?7, updated_at = ?7,
-                         learning_content_id = coalesce(learning_content_id, ?8)
-                     WHERE id = ?1",
-                    params![
-                        card.id,
-                        note_id,
-                        deck,
-                        note_type,
-                        fields,
-                        notes::content_hash(&job.fields),
-                        now,
-                        subject.content_id()
-                    ],
-                )?;
-            }
-            (
-                Outcome::Synced {
-                    note_id,
-                    deck,
-                    note_type,
-                },
-                None,
-            ) => {
-                tx.execute(
-                    "INSERT INTO anki_cards (learning_content_id, fragment_id, anki_note_id,
-                         deck_name, note_type, fields, content_hash, sync_status, last_synced_at,
-                         created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'synced', ?8, ?8, ?8)",
-                    params![
-                        subject.content_id(),
-                        subject.fragment_id(),
-                        note_id,
-                        deck,
-                        note_type,
-                        fields,
-                        notes::content_hash(&job.fields),
-                        now
-                    ],
-                )?;
-            }
-            (Outcome::Failed, Some(card)) => {
-                tx.execute(
-                    "UPDATE anki_cards SET sync_status = 'error', updated_at = ?2 WHERE id = ?1",
-                    params![card.id, now],
-                )?;
-            }
-            (Outcome::Failed, None) => {
-                // Not in Anki: remembered so that the failure shows in
-                // `status`, and tried again by the next push.
-                tx.execute(
-                    "INSERT INTO anki_cards (learning_content_id, fragment_id, deck_name,
-                         note_type, fields, sync_status, created_at, updated_at)
-                     VALUES (?1, ?2, '', ?3, ?4, 'error', ?5, ?5)",
-                    params![
-                        subject.content_id(),
-                        subject.fragment_id(),
-                        MODEL_NAME,
-                        fields,
-                        now
-                    ],
-                )?;
-            }
-            (Outcome::DeletedInAnki, Some(card)) => {
-                tx.execute(
-                    "UPDATE anki_cards SET sync_status = 'deleted_in_anki', updated_at = ?2
-                     WHERE id = ?1",
-                    params![card.id, now],
-                )?;
-            }
-            (Outcome::DeletedInAnki, None) => {}
+    /// To be added as a new note, which is always of the agent's type.
+    fn into_add(self, add: Add) -> Job {
+        Job {
+            fields: self.note.fields.clone(),
+            add,
+            ..self
         }
     }
-    tx.commit()
+
+    /// The sound the sent fields play.
+    fn audio(&self) -> Option<&Audio> {
+        self.note
+            .audio
+            .as_ref()
+            .filter(|a| self.fields.values().any(|v| v.contains(&a.file_name)))
+    }
+
+    fn entry(&self, outcome: Outcome) -> Entry<'_> {
+        Entry {
+            subject: self.note.subject,
+            card: self.card.as_ref().map(|c| c.id),
+            fields: &self.fields,
+            outcome,
+        }
+    }
+
+    fn fail(&self, report: &mut PushReport, error: String) -> Entry<'_> {
+        report.failed.push(NoteFailure {
+            key: self.key(),
+            note_id: self.note_id(),
+            error,
+        });
+        self.entry(Outcome::Failed)
+    }
 }
 
-fn fail(report: &mut PushReport, job: &Job, error: String) -> Outcome {
-    report.failed.push(NoteFailure {
-        key: job.key(),
-        note_id: job.card.as_ref().and_then(|c| c.note_id),
-        error,
-    });
-    Outcome::Failed
+/// What the mirror asks of Anki, decided before Anki is asked anything.
+#[derive(Debug, Default)]
+struct Plan {
+    adds: Vec<Job>,
+    updates: Vec<Job>,
+    unchanged: Vec<Job>,
+    /// Cards whose content or fragment left the mirror, to be tagged.
+    gone: Vec<Card>,
+}
+
+fn plan(conn: &Connection, settings: &AnkiSettings) -> rusqlite::Result<Plan> {
+    let mut cards = cards::read(conn)?;
+    let mut plan = Plan::default();
+    for note in notes::render_all(conn, settings.notes)? {
+        let card = cards.remove(&note.subject.note_of());
+        let fields = match &card {
+            Some(c) if c.is_legacy() => {
+                let names: Vec<String> = c.fields.keys().cloned().collect();
+                notes::map_to_legacy(&note.fields, &names)
+            }
+            _ => note.fields.clone(),
+        };
+        let job = Job {
+            note,
+            card,
+            fields,
+            add: Add::New,
+        };
+        let Some(card) = &job.card else {
+            plan.adds.push(job);
+            continue;
+        };
+        match (card.status, card.note_id) {
+            (CardStatus::DeletedInAnki, _) => {
+                if settings.deleted_in_anki == DeletedInAnki::Recreate {
+                    plan.adds.push(job.into_add(Add::Recreate));
+                }
+            }
+            (_, None) => plan.adds.push(job.into_add(Add::New)),
+            (CardStatus::Synced, Some(_))
+                if card.hash.as_deref() == Some(&notes::content_hash(&job.fields)) =>
+            {
+                plan.unchanged.push(job)
+            }
+            _ => plan.updates.push(job),
+        }
+    }
+    // Cards whose row left the mirror (not those a note policy hides).
+    if settings.deleted_upstream == DeletedUpstream::Tag {
+        for card in cards.into_values() {
+            if card.note_id.is_some()
+                && card.status != CardStatus::DeletedUpstream
+                && !card.of.in_mirror(conn)?
+            {
+                plan.gone.push(card);
+            }
+        }
+        plan.gone.sort_by_key(|c| c.of);
+    }
+    Ok(plan)
 }
 
 /// Pushes the mirror into Anki. `api` fetches audio bytes not cached yet;
@@ -288,125 +253,159 @@ pub fn push(
     api: Option<&ApiClient>,
     settings: &AnkiSettings,
     options: PushOptions,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<PushReport, PushError> {
     match store.sync_state()?.phase {
         SyncPhase::None => return Err(PushError::MirrorIncomplete("never pulled")),
         SyncPhase::Snapshot => return Err(PushError::MirrorIncomplete("inside a snapshot")),
         SyncPhase::Log => {}
     }
-    let conn = store.conn();
-    let rendered = notes::render_all(conn, settings.notes)?;
-    let mut cards = read_cards(conn)?;
+    let mut plan = plan(store.conn(), settings)?;
     let mut report = PushReport::default();
-
-    // What to do with each note.
-    let mut adds: Vec<Job> = Vec::new();
-    let mut updates: Vec<Job> = Vec::new();
-    let mut unchanged: Vec<Job> = Vec::new();
-    for note in rendered {
-        let card = cards.remove(&note.subject.key());
-        let fields = match &card {
-            Some(c) if c.note_type != MODEL_NAME => {
-                let names: Vec<String> = c.fields.keys().cloned().collect();
-                notes::map_to_legacy(&note.fields, &names)
-            }
-            _ => note.fields.clone(),
-        };
-        let job = Job {
-            note,
-            card,
-            fields,
-            recreate: false,
-        };
-        match &job.card {
-            None => adds.push(job),
-            Some(c) if c.status == "deleted_in_anki" => match settings.deleted_in_anki {
-                DeletedInAnki::Leave => {}
-                DeletedInAnki::Recreate => adds.push(Job {
-                    recreate: true,
-                    ..job
-                }),
-            },
-            Some(c) if c.note_id.is_none() => adds.push(job),
-            Some(c)
-                if c.status == "synced"
-                    && c.hash.as_deref() == Some(&notes::content_hash(&job.fields)) =>
-            {
-                unchanged.push(job)
-            }
-            Some(_) => updates.push(job),
-        }
-    }
-    // Cards whose subject left the mirror (not those a policy change hides).
-    let mut gone: Vec<(String, Card)> = Vec::new();
-    if settings.deleted_upstream == DeletedUpstream::Tag {
-        for (key, card) in cards {
-            if card.note_id.is_none() || card.status == "deleted_upstream" {
-                continue;
-            }
-            let (table, id) = key.split_once(':').expect("keys are kind:id");
-            let table = if table == "fragment" {
-                "content_fragments"
-            } else {
-                "learning_content"
-            };
-            let exists: bool = conn.query_row(
-                &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1)"),
-                [id.parse::<i64>().unwrap_or_default()],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                gone.push((key, card));
-            }
-        }
-        gone.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-
-    if adds.is_empty() && updates.is_empty() && gone.is_empty() && !options.verify {
-        report.unchanged = unchanged.len();
+    if plan.adds.is_empty() && plan.updates.is_empty() && plan.gone.is_empty() && !options.verify {
+        report.unchanged = plan.unchanged.len();
         return Ok(report);
     }
 
     // Anki must answer before anything is sent or recorded.
-    let version = anki.version()?;
-    if version < super::connect::API_VERSION {
+    if anki.version()? < API_VERSION {
         return Err(AnkiError::TooOld {
             url: anki.url().to_owned(),
         }
         .into());
     }
-
-    // Which notes still exist: the changed ones, and with --verify all.
-    let mut check: Vec<Job> = std::mem::take(&mut updates);
-    let verify_from = check.len();
-    if options.verify {
-        check.append(&mut unchanged);
+    let deleted = check_notes(anki, &mut plan, settings, options.verify, &mut report)?;
+    if !plan.adds.is_empty() {
+        prepare_collection(anki, settings)?;
     }
-    for (c, chunk) in check.chunks(BATCH).enumerate() {
+
+    // Audio first: a note is only sent once its sound file is in Anki.
+    let mut seen = HashSet::new();
+    let wanted: Vec<&Audio> = plan
+        .updates
+        .iter()
+        .chain(&plan.adds)
+        .filter_map(Job::audio)
+        .filter(|a| seen.insert(a.file_name.clone()))
+        .collect();
+    let sent = media::send(store, anki, api, &wanted, progress)?;
+    report.media_stored = sent.stored;
+    report.media_present = sent.present;
+    report.media_bytes = sent.bytes;
+
+    let conn = store.conn();
+    let mut notes = Tally {
+        done: 0,
+        total: plan.updates.len() + plan.adds.len(),
+        progress,
+    };
+    update(
+        anki,
+        conn,
+        &plan.updates,
+        &sent.failed,
+        settings,
+        &mut report,
+        &mut notes,
+    )?;
+    add(
+        anki,
+        conn,
+        &plan.adds,
+        &sent.failed,
+        settings,
+        &mut report,
+        &mut notes,
+    )?;
+    tag_gone(anki, conn, &plan.gone, &mut report)?;
+    // Only now: a push that stops early has not decided about these.
+    let entries: Vec<Entry<'_>> = deleted
+        .iter()
+        .map(|j| j.entry(Outcome::DeletedInAnki))
+        .collect();
+    cards::record(conn, &entries)?;
+    Ok(report)
+}
+
+/// Notes sent so far, for the progress display.
+struct Tally<'p> {
+    done: usize,
+    total: usize,
+    progress: &'p mut dyn FnMut(Progress),
+}
+
+impl Tally<'_> {
+    fn add(&mut self, n: usize) {
+        self.done += n;
+        (self.progress)(Progress::Notes {
+            done: self.done,
+            total: self.total,
+        });
+    }
+}
+
+/// Asks Anki whether the notes to update (with `verify`, all recorded
+/// notes) still exist; moves those that do not to the adds or, by the
+/// policy, answers them as deleted in Anki (recorded at the end).
+fn check_notes(
+    anki: &AnkiConnect,
+    plan: &mut Plan,
+    settings: &AnkiSettings,
+    verify: bool,
+    report: &mut PushReport,
+) -> Result<Vec<Job>, AnkiError> {
+    let mut check = std::mem::take(&mut plan.updates);
+    let verify_from = check.len();
+    if verify {
+        check.append(&mut plan.unchanged);
+    } else {
+        report.unchanged = plan.unchanged.len();
+    }
+    // A legacy note whose type the profile lacks cannot have been deleted
+    // here: it was made in another profile.
+    let models: HashSet<String> = if check.iter().any(Job::is_legacy) {
+        model_names(anki)?
+    } else {
+        HashSet::new()
+    };
+    let mut deleted = Vec::new();
+    let mut index = 0;
+    let mut jobs = check.into_iter().peekable();
+    while jobs.peek().is_some() {
+        let chunk: Vec<Job> = jobs.by_ref().take(REQUEST_ACTIONS).collect();
         let ids: Vec<i64> = chunk
             .iter()
-            .map(|j| j.card.as_ref().and_then(|c| c.note_id).unwrap_or_default())
+            .map(|j| j.note_id().unwrap_or_default())
             .collect();
-        let infos = anki.invoke("notesInfo", json!({"notes": ids}))?;
+        let infos = anki.invoke("notesInfo", json!({ "notes": ids }))?;
         let infos = infos.as_array().cloned().unwrap_or_default();
-        let mut deleted = Vec::new();
-        for (i, job) in chunk.iter().enumerate() {
-            let index = c * BATCH + i;
-            let info = infos.get(i).cloned().unwrap_or(Value::Null);
+        for (job, info) in chunk
+            .into_iter()
+            .zip(infos.into_iter().chain(std::iter::repeat(Value::Null)))
+        {
+            let verifying = index >= verify_from;
+            index += 1;
             if info.get("noteId").is_none() {
+                let note_type = job
+                    .card
+                    .as_ref()
+                    .map(|c| c.note_type.clone())
+                    .unwrap_or_default();
+                if job.is_legacy() && !models.contains(&note_type) {
+                    report.legacy_note_types.insert(note_type);
+                    plan.adds.push(job.into_add(Add::LegacyElsewhere));
+                    continue;
+                }
                 match settings.deleted_in_anki {
                     DeletedInAnki::Leave => {
                         report.deleted_in_anki += 1;
-                        deleted.push((job, Outcome::DeletedInAnki));
+                        deleted.push(job);
                     }
-                    DeletedInAnki::Recreate => adds.push(Job {
-                        recreate: true,
-                        ..job.clone()
-                    }),
+                    DeletedInAnki::Recreate => plan.adds.push(job.into_add(Add::Recreate)),
                 }
                 continue;
             }
-            let mut job = job.clone();
+            let mut job = job;
             if job.is_legacy() {
                 // The note's own field names, as Anki has them now.
                 let names: Vec<String> = info["fields"]
@@ -415,263 +414,317 @@ pub fn push(
                     .unwrap_or_default();
                 job.fields = notes::map_to_legacy(&job.note.fields, &names);
             }
-            if index < verify_from {
-                updates.push(job);
-            } else {
+            if verifying {
                 report.unchanged += 1;
-            }
-        }
-        record(conn, &deleted)?;
-    }
-    report.unchanged += unchanged.len();
-
-    // The deck and the note type, when notes are to be added.
-    if !adds.is_empty() {
-        let answers = anki.multi(&[
-            Action::new("createDeck", json!({"deck": settings.deck})),
-            Action::new("modelNames", json!({})),
-        ])?;
-        let mut answers = answers.into_iter();
-        answers.next().expect("two answers")?;
-        let models = answers.next().expect("two answers")?;
-        let has_model = models
-            .as_array()
-            .is_some_and(|m| m.iter().any(|n| n.as_str() == Some(MODEL_NAME)));
-        if !has_model {
-            match anki.invoke("createModel", notes::model_params()) {
-                Ok(_) | Err(AnkiError::ModelExists) => {}
-                Err(e) => return Err(e.into()),
+            } else {
+                plan.updates.push(job);
             }
         }
     }
+    Ok(deleted)
+}
 
-    // Audio first: a note is only sent once its sound file is in Anki.
-    let mut media_failed: HashMap<String, String> = HashMap::new();
-    {
-        let mut wanted: Vec<&notes::Audio> = Vec::new();
-        let mut seen = HashSet::new();
-        for job in updates.iter().chain(adds.iter()) {
-            if let Some(audio) = &job.note.audio
-                && job.fields.values().any(|v| v.contains(&audio.file_name))
-                && seen.insert(audio.file_name.clone())
-            {
-                wanted.push(audio);
-            }
+fn model_names(anki: &AnkiConnect) -> Result<HashSet<String>, AnkiError> {
+    Ok(anki
+        .invoke("modelNames", json!({}))?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect())
+}
+
+/// The deck and the agent's note type, before notes are added.
+fn prepare_collection(anki: &AnkiConnect, settings: &AnkiSettings) -> Result<(), AnkiError> {
+    anki.invoke("createDeck", json!({ "deck": settings.deck }))?;
+    if !model_names(anki)?.contains(MODEL_NAME) {
+        match anki.invoke("createModel", notes::model_params()) {
+            Ok(_) | Err(AnkiError::ModelExists) => {}
+            Err(e) => return Err(e),
         }
-        let mut batch: Vec<(Action, String)> = Vec::new();
-        let mut batch_bytes = 0;
-        let flush = |batch: &mut Vec<(Action, String)>,
-                     media_failed: &mut HashMap<String, String>,
-                     report: &mut PushReport|
-         -> Result<(), PushError> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let actions: Vec<Action> = batch.iter().map(|(a, _)| a.clone()).collect();
-            for (answer, (_, name)) in anki.multi(&actions)?.into_iter().zip(batch.iter()) {
-                match answer {
-                    Ok(_) => report.media_stored += 1,
-                    Err(e) => {
-                        media_failed.insert(name.clone(), format!("storing {name}: {e}"));
-                    }
-                }
-            }
-            batch.clear();
-            Ok(())
-        };
-        for audio in wanted {
-            let bytes = match audio_bytes(store, api, audio) {
-                Ok(b) => b,
-                Err(e) => {
-                    media_failed.insert(audio.file_name.clone(), e);
-                    continue;
-                }
-            };
-            batch_bytes += bytes.len();
-            batch.push((
-                Action::new(
-                    "storeMediaFile",
-                    json!({"filename": audio.file_name, "data": base64(&bytes)}),
-                ),
-                audio.file_name.clone(),
-            ));
-            if batch_bytes >= MEDIA_BATCH_BYTES {
-                flush(&mut batch, &mut media_failed, &mut report)?;
-                batch_bytes = 0;
-            }
-        }
-        flush(&mut batch, &mut media_failed, &mut report)?;
     }
-    let conn = store.conn();
-    let media_error = |job: &Job| {
-        job.note
-            .audio
-            .as_ref()
-            .and_then(|a| media_failed.get(&a.file_name))
-            .filter(|_| {
-                job.fields
-                    .values()
-                    .any(|v| v.contains(&job.note.audio.as_ref().unwrap().file_name))
-            })
-            .cloned()
-    };
+    Ok(())
+}
 
-    // Updates in place.
-    for chunk in updates.chunks(BATCH) {
-        let mut results: Vec<(&Job, Outcome)> = Vec::new();
-        let mut actions = Vec::new();
-        let mut sent = Vec::new();
-        for job in chunk {
-            if let Some(e) = media_error(job) {
-                let outcome = fail(&mut report, job, e);
-                results.push((job, outcome));
-                continue;
-            }
+/// Splits off the jobs whose sound could not be stored: they fail, and
+/// are tried again by the next push.
+fn without_sound<'j>(
+    jobs: &'j [Job],
+    media_failed: &HashMap<String, String>,
+    report: &mut PushReport,
+    conn: &Connection,
+) -> rusqlite::Result<Vec<&'j Job>> {
+    let mut ready = Vec::new();
+    let mut blocked = Vec::new();
+    for job in jobs {
+        match job.audio().and_then(|a| media_failed.get(&a.file_name)) {
+            Some(e) => blocked.push(job.fail(report, e.clone())),
+            None => ready.push(job),
+        }
+    }
+    cards::record(conn, &blocked)?;
+    Ok(ready)
+}
+
+/// Changed notes, in place.
+fn update(
+    anki: &AnkiConnect,
+    conn: &Connection,
+    jobs: &[Job],
+    media_failed: &HashMap<String, String>,
+    settings: &AnkiSettings,
+    report: &mut PushReport,
+    tally: &mut Tally<'_>,
+) -> Result<(), PushError> {
+    let ready = without_sound(jobs, media_failed, report, conn)?;
+    tally.add(jobs.len() - ready.len());
+    let actions = ready.into_iter().map(|job| {
+        let action = Action::new(
+            "updateNoteFields",
+            json!({"note": {"id": job.note_id(), "fields": job.fields}}),
+        );
+        (action, job)
+    });
+    for batch in Batcher::pack(actions) {
+        let mut entries = Vec::new();
+        for (answer, job) in anki.multi_tagged(batch)? {
             let card = job.card.as_ref().expect("an update has a card");
-            actions.push(Action::new(
-                "updateNoteFields",
-                json!({"note": {"id": card.note_id, "fields": job.fields}}),
-            ));
-            sent.push(job);
-        }
-        for (answer, job) in anki.multi(&actions)?.into_iter().zip(sent) {
-            let card = job.card.as_ref().expect("an update has a card");
-            let outcome = match answer {
+            entries.push(match answer {
                 Ok(_) => {
                     report.updated += 1;
-                    Outcome::Synced {
+                    job.entry(Outcome::Synced {
                         note_id: card.note_id.unwrap_or_default(),
                         deck: card.deck.clone(),
                         note_type: card.note_type.clone(),
-                    }
+                    })
                 }
                 Err(AnkiError::NoteNotFound(_))
                     if settings.deleted_in_anki == DeletedInAnki::Leave =>
                 {
                     report.deleted_in_anki += 1;
-                    Outcome::DeletedInAnki
+                    job.entry(Outcome::DeletedInAnki)
                 }
-                Err(e) => fail(&mut report, job, e.to_string()),
-            };
-            results.push((job, outcome));
+                Err(e) => job.fail(report, e.to_string()),
+            });
         }
-        record(conn, &results)?;
+        cards::record(conn, &entries)?;
+        tally.add(entries.len());
     }
-
-    // Additions, each on its own inside a batch.
-    for job in &mut adds {
-        if job.recreate || job.is_legacy() {
-            // A new note is always of our own note type.
-            job.fields = job.note.fields.clone();
-        }
-    }
-    for chunk in adds.chunks(BATCH) {
-        let mut results: Vec<(&Job, Outcome)> = Vec::new();
-        let mut actions = Vec::new();
-        let mut sent = Vec::new();
-        for job in chunk {
-            if let Some(e) = media_error(job) {
-                let outcome = fail(&mut report, job, e);
-                results.push((job, outcome));
-                continue;
-            }
-            actions.push(Action::new(
-                "addNote",
-                json!({"note": {
-                    "deckName": settings.deck,
-                    "modelName": MODEL_NAME,
-                    "fields": job.fields,
-                    "tags": job.note.tags,
-                    "options": {"allowDuplicate": false},
-                }}),
-            ));
-            sent.push(job);
-        }
-        for (answer, job) in anki.multi(&actions)?.into_iter().zip(sent) {
-            let outcome = match answer.map(|v| v.as_i64()) {
-                Ok(Some(note_id)) => {
-                    if job.recreate {
-                        report.recreated += 1;
-                    } else {
-                        report.added += 1;
-                    }
-                    Outcome::Synced {
-                        note_id,
-                        deck: settings.deck.clone(),
-                        note_type: MODEL_NAME.to_owned(),
-                    }
-                }
-                Ok(None) => fail(&mut report, job, "addNote answered no note id".into()),
-                Err(AnkiError::Duplicate) => fail(
-                    &mut report,
-                    job,
-                    format!(
-                        "{}: Anki already has a note with Key {} (made by hand, or by an agent \
-                         with another store); delete or rename that note, then push again",
-                        AnkiError::Duplicate,
-                        job.key()
-                    ),
-                ),
-                Err(e) => fail(&mut report, job, e.to_string()),
-            };
-            results.push((job, outcome));
-        }
-        record(conn, &results)?;
-    }
-
-    // Contents deleted upstream: tagged, never deleted.
-    if !gone.is_empty() {
-        let ids: Vec<i64> = gone.iter().filter_map(|(_, c)| c.note_id).collect();
-        match anki.invoke("addTags", json!({"notes": ids, "tags": DELETED_TAG})) {
-            Ok(_) => {
-                let tx = conn.unchecked_transaction()?;
-                let now = now();
-                for (_, card) in &gone {
-                    tx.execute(
-                        "UPDATE anki_cards SET sync_status = 'deleted_upstream', updated_at = ?2
-                         WHERE id = ?1",
-                        params![card.id, now],
-                    )?;
-                }
-                tx.commit()?;
-                report.tagged_deleted = gone.len();
-            }
-            Err(e) => {
-                for (key, card) in &gone {
-                    report.failed.push(NoteFailure {
-                        key: key.clone(),
-                        note_id: card.note_id,
-                        error: format!("tagging as deleted: {e}"),
-                    });
-                }
-            }
-        }
-    }
-    Ok(report)
+    Ok(())
 }
 
-fn audio_bytes(
-    store: &mut Store,
-    api: Option<&ApiClient>,
-    audio: &notes::Audio,
-) -> Result<Vec<u8>, String> {
-    if let Some(bytes) = store
-        .cached_asset(&audio.sha256)
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(bytes);
+/// New notes, each on its own inside a batch; then their cards into the
+/// deck asked for.
+fn add(
+    anki: &AnkiConnect,
+    conn: &Connection,
+    jobs: &[Job],
+    media_failed: &HashMap<String, String>,
+    settings: &AnkiSettings,
+    report: &mut PushReport,
+    tally: &mut Tally<'_>,
+) -> Result<(), PushError> {
+    let ready = without_sound(jobs, media_failed, report, conn)?;
+    tally.add(jobs.len() - ready.len());
+    let actions = ready.into_iter().map(|job| {
+        let action = Action::new(
+            "addNote",
+            json!({"note": {
+                "deckName": settings.deck,
+                "modelName": MODEL_NAME,
+                "fields": job.fields,
+                "tags": job.note.tags,
+                "options": {"allowDuplicate": false},
+            }}),
+        );
+        (action, job)
+    });
+    for batch in Batcher::pack(actions) {
+        let mut entries = Vec::new();
+        // Each added note, and whether Anki had it already.
+        let mut added: Vec<(&Job, i64, bool)> = Vec::new();
+        let mut known: Vec<&Job> = Vec::new();
+        for (answer, job) in anki.multi_tagged(batch)? {
+            match answer.map(|v| v.as_i64()) {
+                Ok(Some(note_id)) => added.push((job, note_id, false)),
+                Ok(None) => entries.push(job.fail(report, "addNote answered no note id".into())),
+                Err(AnkiError::Duplicate) => known.push(job),
+                Err(e) => entries.push(job.fail(report, e.to_string())),
+            }
+        }
+        for (job, found) in adopt(anki, &known)? {
+            match found {
+                Ok(note_id) => added.push((job, note_id, true)),
+                Err(e) => entries.push(job.fail(report, e)),
+            }
+        }
+        let note_ids: Vec<i64> = added.iter().map(|(_, id, _)| *id).collect();
+        report.moved_to_deck += place_in_deck(anki, &note_ids, &settings.deck)?;
+        for (job, note_id, adopted) in added {
+            match job.add {
+                _ if adopted => report.adopted += 1,
+                Add::New => report.added += 1,
+                Add::Recreate => report.recreated += 1,
+                Add::LegacyElsewhere => report.legacy_recreated += 1,
+            }
+            entries.push(job.entry(Outcome::Synced {
+                note_id,
+                deck: settings.deck.clone(),
+                note_type: MODEL_NAME.to_owned(),
+            }));
+        }
+        cards::record(conn, &entries)?;
+        tally.add(entries.len());
     }
-    let Some(api) = api else {
-        return Err(format!(
-            "the bytes of asset {} are not cached and no API is configured",
-            audio.asset_id
-        ));
+    Ok(())
+}
+
+/// A job and the note id Anki has for it, or why it cannot be taken over.
+type Adopted<'j> = (&'j Job, Result<i64, String>);
+
+/// The notes Anki refused as duplicates: Anki already has a note of the
+/// agent's type with the same `Key`. One such note is this job's note (an
+/// earlier push added it and stopped before recording it): it is updated
+/// and taken over. Anything else is a failure the learner must resolve.
+fn adopt<'j>(anki: &AnkiConnect, jobs: &[&'j Job]) -> Result<Vec<Adopted<'j>>, AnkiError> {
+    let searches = jobs.iter().map(|job| {
+        let query = format!("\"note:{MODEL_NAME}\" \"Key:{}\"", job.key());
+        (Action::new("findNotes", json!({ "query": query })), *job)
+    });
+    let mut found = Vec::new();
+    let mut out = Vec::new();
+    for batch in Batcher::pack(searches) {
+        for (answer, job) in anki.multi_tagged(batch)? {
+            match answer {
+                Ok(ids) => {
+                    let ids: Vec<i64> = ids
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_i64)
+                        .collect();
+                    found.push((job, ids));
+                }
+                Err(e) => out.push((job, Err(format!("looking up its Key: {e}")))),
+            }
+        }
+    }
+    let mut updates = Vec::new();
+    for (job, ids) in found {
+        match ids.as_slice() {
+            [id] => {
+                let action = Action::new(
+                    "updateNoteFields",
+                    json!({"note": {"id": id, "fields": job.fields}}),
+                );
+                updates.push((action, (job, *id)));
+            }
+            ids => out.push((
+                job,
+                Err(format!(
+                    "{}: Anki has {} notes of type {MODEL_NAME} with Key {}; keep one (delete \
+                     the others in Anki's browser), then push again",
+                    AnkiError::Duplicate,
+                    ids.len(),
+                    job.key()
+                )),
+            )),
+        }
+    }
+    for batch in Batcher::pack(updates) {
+        for (answer, (job, id)) in anki.multi_tagged(batch)? {
+            out.push((job, answer.map(|_| id).map_err(|e| e.to_string())));
+        }
+    }
+    Ok(out)
+}
+
+/// Moves the cards of `note_ids` that are not in `deck` into it, and checks
+/// that they arrived; answers how many were moved.
+fn place_in_deck(anki: &AnkiConnect, note_ids: &[i64], deck: &str) -> Result<usize, AnkiError> {
+    if note_ids.is_empty() {
+        return Ok(0);
+    }
+    let query = format!(
+        "nid:{}",
+        note_ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let cards = anki.invoke("findCards", json!({ "query": query }))?;
+    let elsewhere = |cards: &Value| -> Result<Vec<(String, i64)>, AnkiError> {
+        let decks = anki.invoke("getDecks", json!({ "cards": cards }))?;
+        let Value::Object(decks) = decks else {
+            return Err(AnkiError::Protocol(format!("getDecks answered {decks}")));
+        };
+        Ok(decks
+            .into_iter()
+            .filter(|(name, _)| name != deck)
+            .flat_map(|(name, ids)| {
+                let ids: Vec<i64> = ids
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_i64)
+                    .collect();
+                ids.into_iter().map(move |id| (name.clone(), id))
+            })
+            .collect())
     };
-    let bytes = api
-        .asset_data(audio.asset_id)
-        .map_err(|e| format!("downloading asset {}: {e}", audio.asset_id))?;
-    store
-        .put_cached_asset(&audio.sha256, &bytes)
-        .map_err(|e| format!("asset {}: {e}", audio.asset_id))?;
-    Ok(bytes)
+    let misplaced = elsewhere(&cards)?;
+    if misplaced.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = misplaced.iter().map(|(_, id)| *id).collect();
+    anki.invoke("changeDeck", json!({ "cards": ids, "deck": deck }))?;
+    let still = elsewhere(&json!(ids))?;
+    if let Some((name, _)) = still.first() {
+        return Err(AnkiError::Other(format!(
+            "{} card(s) stayed in deck {name} after being moved to {deck}; move them in Anki's \
+             browser (Change Deck), then push again",
+            still.len()
+        )));
+    }
+    Ok(ids.len())
+}
+
+/// Contents deleted upstream: tagged, never deleted.
+fn tag_gone(
+    anki: &AnkiConnect,
+    conn: &Connection,
+    gone: &[Card],
+    report: &mut PushReport,
+) -> Result<(), PushError> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = gone.iter().filter_map(|c| c.note_id).collect();
+    match anki.invoke("addTags", json!({"notes": ids, "tags": DELETED_TAG})) {
+        Ok(_) => {
+            let no_fields = BTreeMap::new();
+            let entries: Vec<Entry<'_>> = gone
+                .iter()
+                .map(|card| Entry {
+                    subject: card.of.into(),
+                    card: Some(card.id),
+                    fields: &no_fields,
+                    outcome: Outcome::DeletedUpstream,
+                })
+                .collect();
+            cards::record(conn, &entries)?;
+            report.tagged_deleted = gone.len();
+        }
+        Err(e) => {
+            for card in gone {
+                report.failed.push(NoteFailure {
+                    key: card.of.key(),
+                    note_id: card.note_id,
+                    error: format!("tagging as deleted: {e}"),
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,10 @@
 //! the bare result without `version`; the verbatim error strings; the
 //! duplicate check on the first field within a note type; `addNotes` all
 //! or nothing; `notesInfo` answering `{}` for an unknown id; `multi` with
-//! one envelope per action.
+//! one envelope per action. Each note has one card per template (card id
+//! = note id × 10 + template), all in the note's deck; `ignore_deck`
+//! answers `addNote` as the add-on does on Anki 26, putting the cards in
+//! `Default` whatever deck was asked for.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -48,6 +51,10 @@ pub struct State {
     pub actions: Vec<String>,
     /// Answer like an add-on that predates version 6: bare results always.
     pub old_addon: bool,
+    /// Put added notes in `Default`, as the add-on does on Anki 26.
+    pub ignore_deck: bool,
+    /// Bytes of every HTTP request body.
+    pub request_bytes: Vec<usize>,
 }
 
 pub struct AnkiDouble {
@@ -99,9 +106,11 @@ impl AnkiDouble {
     /// A note made by hand in Anki (a note type is created if needed).
     pub fn add_by_hand(&self, model: &str, deck: &str, fields: &[(&str, &str)]) -> i64 {
         let mut s = self.state();
-        s.models
+        let names = s
+            .models
             .entry(model.to_owned())
-            .or_insert_with(|| fields.iter().map(|(n, _)| (*n).to_owned()).collect());
+            .or_insert_with(|| fields.iter().map(|(n, _)| (*n).to_owned()).collect())
+            .clone();
         let next = s.next_id + 1;
         s.decks.entry(deck.to_owned()).or_insert(next);
         s.next_id += 2;
@@ -112,9 +121,13 @@ impl AnkiDouble {
                 id,
                 model: model.to_owned(),
                 deck: deck.to_owned(),
-                fields: fields
+                // Every field of the note type, as in Anki.
+                fields: names
                     .iter()
-                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .map(|name| {
+                        let value = fields.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+                        (name.clone(), value.unwrap_or_default().to_owned())
+                    })
                     .collect(),
                 tags: Vec::new(),
             },
@@ -151,6 +164,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let reply = {
         let mut s = state.lock().unwrap();
+        s.request_bytes.push(body.len());
         let action = request["action"].as_str().unwrap_or_default().to_owned();
         s.requests.push(action);
         handle(&mut s, &request)
@@ -269,7 +283,7 @@ fn run(s: &mut State, action: &str, p: &Value) -> Result<Value, String> {
                         "fields": n.fields.iter().enumerate()
                             .map(|(i, (k, v))| (k.clone(), json!({"value": v, "order": i})))
                             .collect::<serde_json::Map<_, _>>(),
-                        "cards": [],
+                        "cards": cards_of(s, n),
                     }),
                 })
                 .collect(),
@@ -306,8 +320,86 @@ fn run(s: &mut State, action: &str, p: &Value) -> Result<Value, String> {
             }
             Ok(Value::Null)
         }
+        "findNotes" => {
+            // The one query the agent sends: `"note:<type>" "Key:<key>"`.
+            let query = p["query"].as_str().unwrap_or_default();
+            let part = |prefix: &str| {
+                query
+                    .split('"')
+                    .find_map(|q| q.strip_prefix(prefix))
+                    .map(str::to_owned)
+            };
+            let (Some(model), Some(key)) = (part("note:"), part("Key:")) else {
+                return Err(format!("the double cannot search {query}"));
+            };
+            Ok(json!(
+                s.notes
+                    .values()
+                    .filter(|n| n.model == model && n.fields.first().map(|f| &f.1) == Some(&key))
+                    .map(|n| n.id)
+                    .collect::<Vec<_>>()
+            ))
+        }
+        "findCards" => {
+            let query = p["query"].as_str().unwrap_or_default();
+            let Some(ids) = query.strip_prefix("nid:") else {
+                return Err(format!("the double cannot search {query}"));
+            };
+            let mut cards = Vec::new();
+            for id in ids.split(',').filter_map(|i| i.parse::<i64>().ok()) {
+                if let Some(n) = s.notes.get(&id) {
+                    cards.extend(cards_of(s, n));
+                }
+            }
+            Ok(json!(cards))
+        }
+        "getDecks" => {
+            let mut decks: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+            for card in p["cards"].as_array().into_iter().flatten() {
+                let card = card.as_i64().unwrap_or_default();
+                let Some(note) = s.notes.get(&(card / 10)) else {
+                    return Err("'NoneType' object is not subscriptable".into());
+                };
+                decks.entry(note.deck.clone()).or_default().push(card);
+            }
+            Ok(json!(decks))
+        }
+        "changeDeck" => {
+            let deck = p["deck"].as_str().unwrap_or_default().to_owned();
+            if !s.decks.contains_key(&deck) {
+                s.next_id += 1;
+                let id = s.next_id;
+                s.decks.insert(deck.clone(), id);
+            }
+            for card in p["cards"].as_array().into_iter().flatten() {
+                if let Some(note) = s.notes.get_mut(&(card.as_i64().unwrap_or_default() / 10)) {
+                    note.deck = deck.clone();
+                }
+            }
+            Ok(Value::Null)
+        }
+        "getMediaFilesNames" => {
+            let pattern = p["pattern"].as_str().unwrap_or("*");
+            let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
+            Ok(json!(
+                s.media
+                    .keys()
+                    .filter(|n| n.starts_with(prefix))
+                    .collect::<Vec<_>>()
+            ))
+        }
         _ => Err("unsupported action".into()),
     }
+}
+
+/// A note's cards: one per template of its note type (one for a type
+/// made by hand).
+fn cards_of(s: &State, n: &Note) -> Vec<i64> {
+    let templates = s
+        .templates
+        .get(&n.model)
+        .map_or(1, |t| t["cardTemplates"].as_array().map_or(1, Vec::len));
+    (0..templates as i64).map(|t| n.id * 10 + t).collect()
 }
 
 fn check_note(s: &State, n: &Value) -> Result<(), String> {
@@ -340,11 +432,17 @@ fn add_note(s: &mut State, n: &Value) -> Result<i64, String> {
     let names = s.models[&model].clone();
     s.next_id += 1;
     let id = s.next_id;
+    let deck = if s.ignore_deck {
+        s.decks.entry("Default".to_owned()).or_insert(1);
+        "Default".to_owned()
+    } else {
+        n["deckName"].as_str().unwrap_or_default().to_owned()
+    };
     s.notes.insert(
         id,
         Note {
             id,
-            deck: n["deckName"].as_str().unwrap_or_default().to_owned(),
+            deck,
             fields: names
                 .iter()
                 .map(|name| {
