@@ -42,6 +42,12 @@ pub enum AnkiError {
          THAI_AGENT_ANKI_KEY to the key of AnkiConnect's config"
     )]
     BadKey,
+    #[error(
+        "Anki closed its collection during the push (Anki is quitting, or another profile is \
+         being opened): open Anki on your profile, then run `local-agent anki push` again (what \
+         Anki did not confirm was not recorded, and is sent again)"
+    )]
+    CollectionClosed,
     #[error("cannot create note because it is a duplicate")]
     Duplicate,
     #[error("cannot create note because it is empty")]
@@ -88,6 +94,12 @@ impl AnkiError {
             return AnkiError::NoteNotFound(id.to_owned());
         }
         match text {
+            // The add-on's answer while Anki has no collection open: for
+            // every action, not for this one.
+            "collection is not available"
+            | "decks are not available"
+            | "database is not available"
+            | "media is not available" => AnkiError::CollectionClosed,
             "unsupported action" => AnkiError::Unsupported(action.to_owned()),
             "Model name already exists" => AnkiError::ModelExists,
             "valid api key must be provided" => AnkiError::BadKey,
@@ -173,6 +185,21 @@ impl<T> Batcher<T> {
     }
 }
 
+/// Whether Anki closed its collection during a request.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "the push must stop when Anki closed its collection"]
+pub struct Closed(bool);
+
+impl Closed {
+    pub fn check(self) -> Result<(), AnkiError> {
+        if self.0 {
+            Err(AnkiError::CollectionClosed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// One action's answer beside the caller's tag.
 pub type Answered<T> = (Result<Value, AnkiError>, T);
 
@@ -253,9 +280,27 @@ impl AnkiConnect {
     }
 
     /// [`multi`](Self::multi) of a packed batch: each answer beside its tag.
-    pub fn multi_tagged<T>(&self, batch: Vec<(Action, T)>) -> Result<Vec<Answered<T>>, AnkiError> {
+    ///
+    /// Anki closing its collection half-way through is not an answer for
+    /// the actions it hit: their outcome is unknown. They are left out, and
+    /// [`Closed::check`] stops the caller once it has recorded the others.
+    pub fn multi_tagged<T>(
+        &self,
+        batch: Vec<(Action, T)>,
+    ) -> Result<(Vec<Answered<T>>, Closed), AnkiError> {
         let (actions, tags): (Vec<Action>, Vec<T>) = batch.into_iter().unzip();
-        Ok(self.multi(&actions)?.into_iter().zip(tags).collect())
+        let mut closed = false;
+        let answered = self
+            .multi(&actions)?
+            .into_iter()
+            .zip(tags)
+            .filter(|(answer, _)| {
+                let gone = matches!(answer, Err(AnkiError::CollectionClosed));
+                closed |= gone;
+                !gone
+            })
+            .collect();
+        Ok((answered, Closed(closed)))
     }
 
     /// The add-on's API version; also the check that Anki runs.
@@ -401,6 +446,10 @@ mod tests {
             AnkiError::Unsupported("addNote".into())
         );
         assert_eq!(e("Model name already exists"), AnkiError::ModelExists);
+        assert_eq!(
+            e("collection is not available"),
+            AnkiError::CollectionClosed
+        );
         assert_eq!(
             e("something else"),
             AnkiError::Other("something else".into())

@@ -81,7 +81,8 @@ pub fn send(
     };
     report(0, 0);
     let mut flush = |batch: Vec<(Action, (String, u64))>, sent: &mut Sent| {
-        for (answer, (name, size)) in anki.multi_tagged(batch)? {
+        let (answered, closed) = anki.multi_tagged(batch)?;
+        for (answer, (name, size)) in answered {
             match answer {
                 Ok(_) => {
                     sent.stored += 1;
@@ -96,7 +97,7 @@ pub fn send(
             bytes += size;
             report(files, bytes);
         }
-        Ok::<_, AnkiError>(())
+        closed.check()
     };
     let mut batcher = Batcher::default();
     for audio in missing {

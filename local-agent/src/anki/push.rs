@@ -487,7 +487,8 @@ fn update(
     });
     for batch in Batcher::pack(actions) {
         let mut entries = Vec::new();
-        for (answer, job) in anki.multi_tagged(batch)? {
+        let (answered, closed) = anki.multi_tagged(batch)?;
+        for (answer, job) in answered {
             let card = job.card.as_ref().expect("an update has a card");
             entries.push(match answer {
                 Ok(_) => {
@@ -509,6 +510,7 @@ fn update(
         }
         cards::record(conn, &entries)?;
         tally.add(entries.len());
+        closed.check()?;
     }
     Ok(())
 }
@@ -544,7 +546,8 @@ fn add(
         // Each added note, and whether Anki had it already.
         let mut added: Vec<(&Job, i64, bool)> = Vec::new();
         let mut known: Vec<&Job> = Vec::new();
-        for (answer, job) in anki.multi_tagged(batch)? {
+        let (answered, closed) = anki.multi_tagged(batch)?;
+        for (answer, job) in answered {
             match answer.map(|v| v.as_i64()) {
                 Ok(Some(note_id)) => added.push((job, note_id, false)),
                 Ok(None) => entries.push(job.fail(report, "addNote answered no note id".into())),
@@ -552,6 +555,8 @@ fn add(
                 Err(e) => entries.push(job.fail(report, e.to_string())),
             }
         }
+        // Added but not yet in their deck: the next push finds them again.
+        closed.check()?;
         for (job, found) in adopt(anki, &known)? {
             match found {
                 Ok(note_id) => added.push((job, note_id, true)),
@@ -594,7 +599,9 @@ fn adopt<'j>(anki: &AnkiConnect, jobs: &[&'j Job]) -> Result<Vec<Adopted<'j>>, A
     let mut found = Vec::new();
     let mut out = Vec::new();
     for batch in Batcher::pack(searches) {
-        for (answer, job) in anki.multi_tagged(batch)? {
+        let (answered, closed) = anki.multi_tagged(batch)?;
+        closed.check()?;
+        for (answer, job) in answered {
             match answer {
                 Ok(ids) => {
                     let ids: Vec<i64> = ids
@@ -632,7 +639,9 @@ fn adopt<'j>(anki: &AnkiConnect, jobs: &[&'j Job]) -> Result<Vec<Adopted<'j>>, A
         }
     }
     for batch in Batcher::pack(updates) {
-        for (answer, (job, id)) in anki.multi_tagged(batch)? {
+        let (answered, closed) = anki.multi_tagged(batch)?;
+        closed.check()?;
+        for (answer, (job, id)) in answered {
             out.push((job, answer.map(|_| id).map_err(|e| e.to_string())));
         }
     }
