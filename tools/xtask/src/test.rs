@@ -1,9 +1,11 @@
 //! `cargo xtask test`: the workspace's tests on the bundled host, then the
-//! suites that serve spin.toml again under a real Spin.
+//! suites that serve spin.toml again under a real Spin, then `anki push`
+//! against the real Anki desktop.
 //!
 //! The Spin is `SPIN_BIN` when set (then it must work), else a `spin` on
-//! PATH. Without one, the second leg is not run and the summary says so in
-//! as many words: it never counts as passed.
+//! PATH. Anki is started by the script `ANKI_RUN` names. Without either,
+//! its leg is not run and the summary says so in as many words: it never
+//! counts as passed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +24,11 @@ pub const SPIN_SUITES: &[(&str, &[&str])] = &[
         &["pull", "crashes", "concurrency", "anki", "migrate", "cli"],
     ),
 ];
+
+/// The test target that needs the real Anki (its tests are ignored
+/// otherwise), and the variable naming the script that starts Anki.
+pub const ANKI_SUITE: (&str, &str) = ("local-agent", "real_anki");
+pub const ANKI_RUN: &str = "ANKI_RUN";
 
 /// The Spin of the second leg: `SPIN_BIN`, else a `spin` on PATH.
 fn choose_spin() -> Option<PathBuf> {
@@ -45,7 +52,12 @@ fn spin_version(bin: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn cargo_test(root: &Path, args: &[String], spin: Option<&Path>) -> Result<bool> {
+fn cargo_test(
+    root: &Path,
+    args: &[String],
+    spin: Option<&Path>,
+    anki: Option<&Path>,
+) -> Result<bool> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     // Every suite runs even when one fails, so that a run shows all failures.
@@ -57,6 +69,10 @@ fn cargo_test(root: &Path, args: &[String], spin: Option<&Path>) -> Result<bool>
         Some(bin) => command.env(app_server::SPIN_BIN, bin),
         None => command.env_remove(app_server::SPIN_BIN),
     };
+    match anki {
+        Some(script) => command.env(ANKI_RUN, script),
+        None => command.env_remove(ANKI_RUN),
+    };
     eprintln!("cargo test {}", args.join(" "));
     Ok(command.status().context("running cargo test")?.success())
 }
@@ -65,7 +81,7 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut args = vec!["--workspace".to_owned(), "--locked".to_owned()];
     args.extend(extra.iter().cloned());
-    let bundled_ok = cargo_test(root, &args, None)?;
+    let bundled_ok = cargo_test(root, &args, None, None)?;
     let bundled_time = started.elapsed();
 
     let spin_leg = match choose_spin() {
@@ -85,8 +101,38 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
                 }
             }
             args.extend(extra.iter().cloned());
-            let ok = cargo_test(root, &args, Some(&bin))?;
+            let ok = cargo_test(root, &args, Some(&bin), None)?;
             Some((version, ok, leg_started.elapsed()))
+        }
+    };
+
+    // Under the real Spin when there is one: what learners run.
+    let spin_bin = choose_spin().and_then(|b| b.canonicalize().ok());
+    let anki_leg = match std::env::var_os(ANKI_RUN).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(script) => {
+            let script = PathBuf::from(script)
+                .canonicalize()
+                .context("the Anki start script that ANKI_RUN names does not exist")?;
+            eprintln!("Real-Anki leg: {}", script.display());
+            let leg_started = Instant::now();
+            let (package, test) = ANKI_SUITE;
+            let args: Vec<String> = [
+                "--locked",
+                "-p",
+                package,
+                "--test",
+                test,
+                "--",
+                "--ignored",
+                // One Anki at a time: each suite starts its own.
+                "--test-threads",
+                "1",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            let ok = cargo_test(root, &args, spin_bin.as_deref(), Some(&script))?;
+            Some((ok, leg_started.elapsed()))
         }
     };
 
@@ -107,7 +153,26 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
              `spin` on PATH, to run the suites under Spin too)"
         ),
     }
-    if !bundled_ok || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok) {
+    match &anki_leg {
+        Some((ok, time)) => eprintln!(
+            "real Anki:    {} ({:.0} s, `anki push` against Anki with AnkiConnect{})",
+            if *ok { "passed" } else { "FAILED" },
+            time.as_secs_f64(),
+            if spin_bin.is_some() {
+                ", served by the real Spin"
+            } else {
+                ""
+            }
+        ),
+        None => eprintln!(
+            "real Anki:    NOT RUN: set ANKI_RUN to a script that starts Anki headless with \
+             AnkiConnect (see local-agent/tests/real_anki.rs) to run `anki push` against it"
+        ),
+    }
+    if !bundled_ok
+        || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok)
+        || anki_leg.as_ref().is_some_and(|(ok, _)| !ok)
+    {
         bail!("tests failed");
     }
     Ok(())
