@@ -91,16 +91,6 @@ pub struct Summary {
     pub ok: bool,
 }
 
-const PROGRESS_DDL: &str = "
-CREATE TABLE IF NOT EXISTS migration_progress (
-    source     TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    id         INTEGER NOT NULL,
-    checksum   TEXT NOT NULL,
-    arrived_at TEXT NOT NULL,
-    PRIMARY KEY (source, table_name, id)
-)";
-
 fn source_key(path: &Path) -> String {
     std::fs::canonicalize(path)
         .unwrap_or_else(|_| path.to_owned())
@@ -499,7 +489,6 @@ fn migrate_into(
     started: Instant,
 ) -> Result<Summary> {
     let source = source_key(&opts.legacy);
-    store.conn().execute_batch(PROGRESS_DDL)?;
     let show = opts.progress;
 
     let content = plan.content.clone();
