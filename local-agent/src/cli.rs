@@ -135,7 +135,7 @@ pub enum Command {
     },
     /// Move a legacy SQLite file into the API's database (service-role token)
     #[command(
-        after_help = "Examples:\n  local-agent migrate anki_vector_db.db --dry-run\n  local-agent migrate anki_vector_db.db --reject-report rejects.jsonl --repair decimal-comma"
+        after_help = "Examples:\n  local-agent migrate anki_vector_db.db --dry-run\n  local-agent migrate anki_vector_db.db --reject-report rejects.jsonl --repair decimal-comma\n  local-agent migrate anki_vector_db.db --resend   # after a finished migration: send everything again"
     )]
     Migrate {
         /// The legacy file (anki_vector_db.db)
@@ -149,6 +149,10 @@ pub enum Command {
         /// Apply a documented repair to a class of problem (off by default)
         #[arg(long, value_enum, value_name = "CLASS")]
         repair: Vec<RepairArg>,
+        /// Send every row again, also after a finished migration: restores what
+        /// was deleted or edited on the server since
+        #[arg(long)]
+        resend: bool,
     },
     /// Send the mirror to Anki through the AnkiConnect add-on
     Anki {
@@ -333,12 +337,13 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             reject_report,
             repair,
+            resend,
         } => run_migrate(
             &out,
             &settings,
             backoff,
             legacy,
-            dry_run,
+            (dry_run, resend),
             reject_report,
             &repair,
         ),
@@ -814,7 +819,7 @@ fn run_migrate(
     settings: &Settings,
     backoff: Backoff,
     legacy: PathBuf,
-    dry_run: bool,
+    (dry_run, resend): (bool, bool),
     reject_report: Option<PathBuf>,
     repair: &[RepairArg],
 ) -> Result<()> {
@@ -832,6 +837,7 @@ fn run_migrate(
             decimal_comma: repair.contains(&RepairArg::DecimalComma),
         },
         progress: out.progress,
+        resend,
     };
     let summary = if dry_run {
         // Registers sqlite-vec for the legacy file's vec0 table; no file.

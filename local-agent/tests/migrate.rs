@@ -436,7 +436,20 @@ fn rows_recorded_as_arrived_but_gone_from_the_server_are_sent_again() {
     let (legacy_path, sum) = legacy_file(agent.dir.path(), &Spec::small(31));
     let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
     let report = agent.dir.path().join("rejects.jsonl");
-    assert_eq!(migrate(&agent, &legacy_path, &report, &[])["ok"], true);
+    // Everything arrived and was recorded, but the run stopped before it
+    // could record the migration as finished: it did not end.
+    let out = agent
+        .command(&migrate_args(&legacy_path, &report, &["--json"]))
+        .env(local_agent::store::FAILPOINT_ENV, "migrate-finish:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint was not reached");
+    assert_server_holds_the_legacy_rows(&stack, &legacy, &report, &sum);
+    let finished: i64 = agent
+        .mirror()
+        .query_row("SELECT count(*) FROM migration_finished", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(finished, 0);
     let lost_fragments = count(&stack, "content_fragments") / 2;
     stack.sql(&format!(
         "DELETE FROM rankings;
@@ -502,4 +515,297 @@ fn the_secret_key_migrates_and_the_publishable_key_is_told_what_it_needs() {
     let summary = migrate(&agent, &legacy_path, &report, &[]);
     assert_eq!(summary["ok"], true, "{summary:#}");
     assert!(server_total(&stack) > 0);
+}
+
+/// Ids per (table, change) in a summary's `changed_since`.
+fn changed_since(summary: &Value) -> BTreeMap<(String, String), BTreeSet<i64>> {
+    let mut out: BTreeMap<(String, String), BTreeSet<i64>> = BTreeMap::new();
+    for c in summary["changed_since"].as_array().unwrap() {
+        out.entry((
+            c["table"].as_str().unwrap().to_owned(),
+            c["change"].as_str().unwrap().to_owned(),
+        ))
+        .or_default()
+        .insert(c["id"].as_i64().unwrap());
+    }
+    out
+}
+
+fn sent(summary: &Value, table: &str) -> u64 {
+    summary["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == table)
+        .unwrap()["sent"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The change log's entries after `after`: (table, row id, op).
+fn changes_after(stack: &Stack, after: i64) -> Vec<(String, i64, String)> {
+    rt().block_on(stack.pg.query(
+        "SELECT table_name, row_id::bigint, op FROM change_log WHERE id > $1 ORDER BY id",
+        &[&after],
+    ))
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+fn title(stack: &Stack, id: i64) -> String {
+    rt().block_on(stack.pg.query_one(
+        "SELECT title FROM learning_content WHERE id = $1",
+        &[&(id as i32)],
+    ))
+    .unwrap()
+    .get(0)
+}
+
+/// The issue's scenario: a finished migration, then normal use (a content
+/// deleted and another edited through the API, a card updated by a push,
+/// vectors pruned by `embed`), the legacy file edited and given a new row.
+/// Re-running migrate checks and reports: nothing deleted or edited since
+/// comes back, no card or vector is copied back, only the new row is sent,
+/// and it exits 0. `--resend` then restores everything.
+#[test]
+fn a_rerun_after_normal_use_reports_what_changed_since_and_undoes_nothing_until_resend() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let (legacy_path, sum) = legacy_file(agent.dir.path(), &Spec::small(17));
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    let first = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(first["ok"], true, "{first:#}");
+    assert!(first["migrated_before"].is_null());
+
+    // A content with fragments, assets and rankings, deleted through the API
+    // (the server cascades to its children).
+    let deleted = stack.query_i64(
+        "SELECT min(c.id)::bigint FROM learning_content c
+         JOIN content_fragments f ON f.learning_content_id = c.id
+         JOIN fragment_assets a ON a.fragment_id = f.id
+         JOIN rankings r ON r.asset_id = a.id",
+    );
+    let ids_of = |sql: &str| -> BTreeSet<i64> {
+        rt().block_on(stack.pg.query(sql, &[&(deleted as i32)]))
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect()
+    };
+    let gone_fragments =
+        ids_of("SELECT id::bigint FROM content_fragments WHERE learning_content_id = $1");
+    let gone_assets = ids_of(
+        "SELECT a.id::bigint FROM fragment_assets a JOIN content_fragments f ON f.id = a.fragment_id
+         WHERE f.learning_content_id = $1",
+    );
+    let gone_rankings = ids_of(
+        "SELECT r.id::bigint FROM rankings r JOIN content_fragments f ON f.id = r.fragment_id
+         WHERE f.learning_content_id = $1",
+    );
+    assert!(!gone_fragments.is_empty() && !gone_assets.is_empty() && !gone_rankings.is_empty());
+    let (status, body) = stack.call("DELETE", &format!("/api/content/{deleted}"), None);
+    assert!(status == 200 || status == 204, "{status} {body}");
+    // Another content edited on the server, a third one in the legacy file.
+    let contents: Vec<i64> = server_ids(&stack, "learning_content")
+        .into_iter()
+        .filter(|id| *id != deleted)
+        .collect();
+    let (edited_on_server, edited_in_legacy) = (contents[0], contents[1]);
+    let (status, body) = stack.call(
+        "PATCH",
+        &format!("/api/content/{edited_on_server}"),
+        Some(json!({"title": "แก้ไขบนเซิร์ฟเวอร์"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let legacy_title_before = title(&stack, edited_in_legacy);
+    // As the old application edits: SQLAlchemy's onupdate stamps updated_at.
+    legacy
+        .execute(
+            "UPDATE learning_content SET title = 'แก้ไขในไฟล์เก่า',
+                    updated_at = '2026-06-02 09:00:00.000000' WHERE id = ?1",
+            [edited_in_legacy],
+        )
+        .unwrap();
+    // A row the legacy file gained after the migration (the old application
+    // was used on), with an id the server never gave out.
+    let new_id = legacy_ids(&legacy, "learning_content").last().unwrap() + 500;
+    legacy
+        .execute(
+            "INSERT INTO learning_content (id, title, content_type, language, native_text, translation, ipa)
+             VALUES (?1, 'ใหม่', 'word', 'thai', 'ใหม่', 'new', 'màj')",
+            [new_id],
+        )
+        .unwrap();
+
+    // Normal use of the agent: a pull, a push updating a legacy card, an
+    // embed that prunes vectors whose rows are not mirrored.
+    agent.run_json(&["pull"]);
+    let pushed_fields = r#"{"Front": "สวัสดีครับ", "Back": "hello (pushed)"}"#;
+    {
+        let store = agent.mirror();
+        let n = store
+            .execute(
+                "UPDATE anki_cards SET fields = ?1, content_hash = ?2, sync_status = 'synced',
+                        last_synced_at = '2026-06-01T10:00:00Z', updated_at = '2026-06-01T10:00:00Z'
+                 WHERE id = 1",
+                rusqlite::params![pushed_fields, "f".repeat(64)],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let embedded = agent.run_json(&["embed"]);
+    assert!(embedded["pruned"].as_u64().unwrap() > 0, "{embedded:#}");
+    let store_counts = || -> (i64, i64, i64, String) {
+        let store = agent.mirror();
+        let n = |sql: &str| -> i64 { store.query_row(sql, [], |r| r.get(0)).unwrap() };
+        (
+            n("SELECT count(*) FROM vector_embeddings WHERE model = 'all-MiniLM-L6-v2'"),
+            n("SELECT count(*) FROM vec_embeddings"),
+            n("SELECT count(*) FROM anki_cards"),
+            store
+                .query_row("SELECT fields FROM anki_cards WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .unwrap(),
+        )
+    };
+    let in_store = store_counts();
+    assert!((in_store.0 as usize) < sum.vectors, "nothing was pruned");
+    assert_eq!(in_store.3, pushed_fields);
+
+    // The re-run: exit 0, only the new row sent, nothing undone.
+    let log_before = stack.query_i64("SELECT coalesce(max(id), 0) FROM change_log");
+    let out = agent
+        .start(&migrate_args(&legacy_path, &report, &["--json"]))
+        .finish(MIGRATE_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["ok"], true, "{again:#}");
+    assert_eq!(again["migrated_before"]["legacy_unchanged"], false);
+    assert!(again["store"].is_null(), "cards and vectors copied again");
+    let changed = changed_since(&again);
+    let expect =
+        |table: &str, change: &str| changed[&(table.to_owned(), change.to_owned())].clone();
+    assert_eq!(
+        expect("learning_content", "deleted_on_server"),
+        BTreeSet::from([deleted])
+    );
+    assert_eq!(
+        expect("content_fragments", "deleted_on_server"),
+        gone_fragments
+    );
+    assert_eq!(expect("fragment_assets", "deleted_on_server"), gone_assets);
+    assert_eq!(expect("rankings", "deleted_on_server"), gone_rankings);
+    assert_eq!(
+        expect("learning_content", "edited_on_server"),
+        BTreeSet::from([edited_on_server])
+    );
+    assert_eq!(
+        expect("learning_content", "changed_in_legacy"),
+        BTreeSet::from([edited_in_legacy])
+    );
+    assert_eq!(changed.len(), 6, "{changed:?}");
+    assert_eq!(sent(&again, "learning_content"), 1);
+    for table in ["content_fragments", "fragment_assets", "rankings"] {
+        assert_eq!(sent(&again, table), 0, "{table}");
+    }
+    // On the server: the new row and nothing else.
+    assert_eq!(
+        changes_after(&stack, log_before),
+        vec![("learning_content".to_owned(), new_id, "insert".to_owned())]
+    );
+    assert!(!server_ids(&stack, "learning_content").contains(&deleted));
+    for (table, gone) in [
+        ("content_fragments", &gone_fragments),
+        ("fragment_assets", &gone_assets),
+        ("rankings", &gone_rankings),
+    ] {
+        assert!(
+            server_ids(&stack, table).is_disjoint(gone),
+            "{table} came back"
+        );
+    }
+    assert_eq!(title(&stack, edited_on_server), "แก้ไขบนเซิร์ฟเวอร์");
+    assert_eq!(title(&stack, edited_in_legacy), legacy_title_before);
+    // In the store: no vector or card copied back, the pushed card as pushed.
+    assert_eq!(store_counts(), in_store);
+
+    // The same check as text names each change, and how to undo them.
+    let log_before = stack.query_i64("SELECT coalesce(max(id), 0) FROM change_log");
+    let out = agent
+        .start(&migrate_args(&legacy_path, &report, &[]))
+        .finish(MIGRATE_LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        text.contains(&format!(
+            "content {deleted}: deleted on the server since the migration of "
+        )) && text.contains("; not restored"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "content {edited_on_server}: edited on the server since"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "content {edited_in_legacy}: changed in the legacy file since"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "local-agent migrate {} --resend",
+            legacy_path.display()
+        )),
+        "{text}"
+    );
+    assert!(changes_after(&stack, log_before).is_empty());
+    assert_eq!(store_counts(), in_store);
+
+    // --resend: everything again; the pushed card is the same card, not a
+    // conflict.
+    let out = agent
+        .start(&migrate_args(
+            &legacy_path,
+            &report,
+            &["--json", "--resend"],
+        ))
+        .finish(MIGRATE_LIMIT);
+    let resent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resent["ok"], true, "{resent:#}");
+    assert_eq!(resent["store"]["conflicts"], 0, "{resent:#}");
+    let rejects = read_rejects(&report);
+    for table in TABLES {
+        let expected: BTreeSet<i64> = legacy_ids(&legacy, table)
+            .difference(&rejected_ids(&rejects, table))
+            .copied()
+            .collect();
+        assert!(server_ids(&stack, table).is_superset(&expected), "{table}");
+    }
+    assert!(server_ids(&stack, "content_fragments").is_superset(&gone_fragments));
+    assert_eq!(title(&stack, edited_in_legacy), "แก้ไขในไฟล์เก่า");
+    assert_ne!(title(&stack, edited_on_server), "แก้ไขบนเซิร์ฟเวอร์");
+    assert_assets_identical(&stack, &legacy);
+    // And then a check finds nothing changed since.
+    let last = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(last["ok"], true, "{last:#}");
+    assert_eq!(last["nothing_to_do"], true, "{last:#}");
+    assert_eq!(
+        last["migrated_before"]["legacy_unchanged"], true,
+        "{last:#}"
+    );
+    assert!(last["changed_since"].as_array().unwrap().is_empty());
 }
