@@ -44,6 +44,22 @@ fn a_dirty_legacy_file_migrates_with_exact_rejects_then_reruns_as_a_no_op() {
     assert_eq!(summary["ok"], true, "{summary:#}");
     let rejects = read_rejects(&report);
     assert_eq!(rejects, dry_rejects, "the dry run announced other rejects");
+    // Rows count once, reject lines once per refused value.
+    let rejected_rows: BTreeSet<(String, i64)> = rejects
+        .iter()
+        .map(|r| {
+            (
+                r["table"].as_str().unwrap().to_owned(),
+                r["id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary["rejected_rows"], rejected_rows.len(), "{summary:#}");
+    assert_eq!(summary["reject_lines"], rejects.len(), "{summary:#}");
+    assert!(
+        rejects.len() > rejected_rows.len(),
+        "no row with several reasons"
+    );
 
     // Each planted defect is in the report with its reason, exactly; the
     // server holds the ids of the rest, their bytes, each row written once.

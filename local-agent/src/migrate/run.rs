@@ -983,6 +983,46 @@ mod tests {
     use legacy_fixture::{LEGACY_VECTORS, legacy_schema};
 
     #[test]
+    fn the_reject_summary_says_what_each_number_counts() {
+        let mut plan = Plan::default();
+        plan.rejects
+            .add(CONTENT, 1, "title", Reason::TooLong, "201".into());
+        plan.rejects
+            .add(CONTENT, 1, "tags", Reason::InvalidJson, "x".into());
+        plan.rejects.add(
+            FRAGMENTS,
+            5,
+            "learning_content_id",
+            Reason::ParentRejected,
+            "learning_content 1 was rejected".into(),
+        );
+        let mut summary = Summary {
+            dry_run: true,
+            reject_report: "rejects.jsonl".into(),
+            ..Summary::default()
+        };
+        finish_summary(&mut summary, &plan, Instant::now());
+        assert_eq!((summary.rejected_rows, summary.reject_lines), (2, 3));
+        let text = render(&summary);
+        assert!(
+            text.contains(
+                "2 rows rejected; 3 reject lines, one per refused value (a row can have several), \
+                 by reason: invalid_json 1, parent_rejected 1, too_long 1; report: rejects.jsonl"
+            ),
+            "{text}"
+        );
+        let none = render(&Summary {
+            dry_run: true,
+            reject_report: "rejects.jsonl".into(),
+            ..Summary::default()
+        });
+        assert!(
+            none.contains("no row rejected, report: rejects.jsonl"),
+            "{none}"
+        );
+    }
+
+    #[test]
     fn cards_and_vectors_the_agent_updated_since_are_not_conflicts_but_taken_ids_are() {
         let dir = tempfile::tempdir().unwrap();
         let legacy_path = dir.path().join("anki_vector_db.db");
