@@ -825,3 +825,54 @@ fn a_rerun_after_normal_use_reports_what_changed_since_and_undoes_nothing_until_
     );
     assert!(last["changed_since"].as_array().unwrap().is_empty());
 }
+
+/// The Content-Type of a migrated asset comes from whatever its legacy
+/// metadata says about it, not only `format`.
+#[test]
+fn assets_arrive_with_the_media_type_their_legacy_metadata_names() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let spec = Spec {
+        contents: 4,
+        fragments_per_content: 1,
+        assets: 4,
+        asset_bytes: 1024,
+        rankings: 0,
+        defect_every: 0,
+        vectors: false,
+        seed: 3,
+    };
+    let (legacy_path, _) = legacy_file(agent.dir.path(), &spec);
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let assets: Vec<i64> = legacy_ids(&legacy, "fragment_assets").into_iter().collect();
+    let metadata = [
+        (
+            r#"{"voice": "th-TH", "mime_type": "audio/mpeg"}"#,
+            "audio/mpeg",
+        ),
+        (r#"{"filename": "tts/สวัสดี.ogg"}"#, "audio/ogg"),
+        (r#"{"format": "wav"}"#, "audio/wav"),
+        (r#"{"voice": "th-TH"}"#, "application/octet-stream"),
+    ];
+    for (id, (meta, _)) in assets.iter().zip(metadata) {
+        legacy
+            .execute(
+                "UPDATE fragment_assets SET asset_metadata = ?1 WHERE id = ?2",
+                rusqlite::params![meta, id],
+            )
+            .unwrap();
+    }
+    let report = agent.dir.path().join("rejects.jsonl");
+    let summary = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    for (id, (meta, want)) in assets.iter().zip(metadata) {
+        let got: String = rt()
+            .block_on(stack.pg.query_one(
+                "SELECT content_type FROM fragment_assets WHERE id = $1",
+                &[&(*id as i32)],
+            ))
+            .unwrap()
+            .get(0);
+        assert_eq!(got, want, "asset {id} with {meta}");
+    }
+}

@@ -401,7 +401,7 @@ pub fn plan(conn: &Connection, repairs: Repairs) -> Result<Plan> {
             plan.assets.push(Asset {
                 id,
                 fragment_id,
-                content_type: convert::media_type(metadata.as_ref()),
+                content_type: convert::media_type(metadata.as_ref(), &asset_type),
                 asset_type,
                 metadata,
                 created_at,
