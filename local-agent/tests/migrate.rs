@@ -876,3 +876,62 @@ fn assets_arrive_with_the_media_type_their_legacy_metadata_names() {
         assert_eq!(got, want, "asset {id} with {meta}");
     }
 }
+
+/// A file that is not the legacy database gets a message that names it,
+/// says what it is not and what migrate reads; nothing is sent.
+#[test]
+fn a_file_that_is_not_the_legacy_database_is_named_and_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "สวัสดี: these are my notes, not a database\n".repeat(40),
+    )
+    .unwrap();
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE learning_content (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    let missing = dir.path().join("anki_vector_db.db");
+    let run = |file: &std::path::Path, extra: &[&str]| {
+        let out = support::agent_command()
+            .arg("--db")
+            .arg(dir.path().join("agent.db"))
+            .arg("--config")
+            .arg(dir.path().join("none.toml"))
+            // Nothing listens there: the file is refused before any request.
+            .args(["--api-url", "http://127.0.0.1:9", "--token", "sb_secret_x"])
+            .arg("migrate")
+            .arg(file)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for extra in [&[][..], &["--dry-run"]] {
+        let (code, said) = run(&text, extra);
+        assert_eq!(code, Some(1), "{said}");
+        assert!(said.contains(&text.display().to_string()), "{said}");
+        assert!(said.contains("is not an SQLite database"), "{said}");
+        assert!(said.contains("anki_vector_db.db"), "{said}");
+        assert!(!said.contains("cannot reach"), "{said}");
+    }
+    let (code, said) = run(&other, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&other.display().to_string())
+            && said.contains("not the old application's")
+            && said.contains("content_fragments, fragment_assets, rankings"),
+        "{said}"
+    );
+    let (code, said) = run(&missing, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!("there is no file {}", missing.display())),
+        "{said}"
+    );
+}
