@@ -795,22 +795,29 @@ fn describe_settings(s: &Settings) -> String {
 
 /// A migration refused for want of rights gets the advice that fits it:
 /// the import takes the service role, which has no place in a learner's
-/// config file.
-fn needs_service_role(err: anyhow::Error) -> anyhow::Error {
-    let refused = err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<local_agent::api::ApiError>(),
-            Some(local_agent::api::ApiError::Unauthorized { .. })
-        )
-    });
-    if !refused {
+/// config file. It replaces the client's general advice for a refused
+/// credential (store one with `init --token`), which would put it there.
+fn needs_service_role(err: anyhow::Error, legacy: &std::path::Path) -> anyhow::Error {
+    let refused =
+        err.chain().find_map(
+            |cause| match cause.downcast_ref::<local_agent::api::ApiError>() {
+                Some(local_agent::api::ApiError::Unauthorized { status, detail }) => {
+                    Some((*status, detail.clone()))
+                }
+                _ => None,
+            },
+        );
+    let Some((status, detail)) = refused else {
         return err;
-    }
-    err.context(
-        "the migration imports rows, which takes the service role: give this run the \
-         project's secret key (sb_secret_…) or a service_role token in THAI_AGENT_TOKEN \
-         (or --token), and keep it out of the config file (`local-agent init`) on a \
-         learner's machine",
+    };
+    anyhow::anyhow!(
+        "the API refused this credential for the import ({status}: {detail}): the migration \
+         takes the service role. Give the project's secret key (sb_secret_…) or a service_role \
+         token to this run only, in the environment: \
+         THAI_AGENT_TOKEN=sb_secret_… local-agent migrate {} (or with --token, which other \
+         users can see in `ps`). Do not store it with `local-agent init`: the config file on a \
+         learner's machine keeps the learner's own credential",
+        legacy.display()
     )
 }
 
@@ -846,7 +853,8 @@ fn run_migrate(
     } else {
         let mut store = open_store(settings)?;
         let client = api_client(settings, backoff)?.with_retry_hook(retry_notices(out, None));
-        migrate::run(&options, Some(&mut store), Some(&client)).map_err(needs_service_role)?
+        migrate::run(&options, Some(&mut store), Some(&client))
+            .map_err(|e| needs_service_role(e, &options.legacy))?
     };
     out.print(&summary, || migrate::run::render(&summary))?;
     if !summary.ok {

@@ -526,6 +526,25 @@ fn the_secret_key_migrates_and_the_publishable_key_is_told_what_it_needs() {
         "the key is never printed: {stderr}"
     );
     assert_eq!(server_total(&stack), 0);
+    // A user's token (403 from the import endpoints) and the publishable
+    // key alike: the service credential goes to this run, never into the
+    // config file with `init --token`.
+    for token in [keys.publishable.clone(), stack.token("authenticated")] {
+        agent.token = token;
+        let out = agent.run(&migrate_args(&legacy_path, &report, &[]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "THAI_AGENT_TOKEN=sb_secret_… local-agent migrate {}",
+                legacy_path.display()
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("init --token"), "{stderr}");
+        assert!(!stderr.contains("run the same command again"), "{stderr}");
+    }
+    assert_eq!(server_total(&stack), 0);
 
     agent.token = keys.secret.clone();
     let summary = migrate(&agent, &legacy_path, &report, &[]);
