@@ -534,7 +534,8 @@ fn run_pull(
                     "\nThe server had pruned its change log past our cursor: re-read everything.",
                 );
             }
-            if report.upserts > 0 {
+            // Assets and rankings carry no text that `embed` indexes.
+            if report.text_upserts > 0 {
                 text.push_str("\nNext: `local-agent embed` to index the new texts.");
             }
             text

@@ -355,6 +355,9 @@ pub struct PageBase<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Applied {
     pub upserts: usize,
+    /// Of the upserts, contents and fragments: rows whose text may need a
+    /// new vector.
+    pub text_upserts: usize,
     pub deletes: usize,
     /// Rows removed at the end of a snapshot because it did not deliver them.
     pub swept: usize,
@@ -630,6 +633,9 @@ impl Store {
                 (table, Op::Upsert) => {
                     upsert(&tx, table, change, generation)?;
                     applied.upserts += 1;
+                    if matches!(table, Table::LearningContent | Table::ContentFragments) {
+                        applied.text_upserts += 1;
+                    }
                 }
             }
         }
@@ -1375,6 +1381,8 @@ mod tests {
         );
         let a3 = apply(&mut store, Some("c2"), false, &p3).unwrap();
         assert_eq!((a3.upserts, a3.deletes, a3.swept), (2, 1, 0));
+        // The content counts as a text to embed, the ranking does not.
+        assert_eq!(a3.text_upserts, 1);
         assert_eq!(ids(&store, "learning_content"), vec![2]);
         let title: String = store
             .conn()
