@@ -382,13 +382,17 @@ fn embedder(settings: &Settings, backoff: Backoff) -> Result<Box<dyn Embedder>> 
     if e.is_builtin() {
         return Ok(Box::new(HashedNgrams));
     }
-    Ok(Box::new(OpenAiEmbedder::new(
+    let embedder = OpenAiEmbedder::new(
         e.endpoint()?,
         &e.model.value,
         e.api_key.as_ref().map(|k| k.value.clone()),
         e.dimensions,
         backoff,
-    )))
+    );
+    Ok(Box::new(match &e.endpoint_name {
+        Some(name) => embedder.with_endpoint_name(name),
+        None => embedder,
+    }))
 }
 
 #[derive(Serialize)]
@@ -597,6 +601,31 @@ fn run_search(
     query: &Query<'_>,
 ) -> Result<()> {
     let store = open_store(settings)?;
+    let model = &settings.embed.model.value;
+    if !settings.embed.is_builtin() && settings.embed.url.is_none() {
+        // Vectors of this model are there (copied by `migrate` from the
+        // legacy file), but the query text can only be compared with them
+        // once the same model has embedded it.
+        let stored: i64 = store
+            .counts()?
+            .vectors
+            .iter()
+            .filter(|v| &v.model == model)
+            .map(|v| v.count)
+            .sum();
+        if stored > 0 {
+            bail!(
+                "the store holds {stored} vectors of {model} (the legacy file's, copied by \
+                 `local-agent migrate`, or made by an earlier `embed`), but a search must embed \
+                 the query with the same model, and no endpoint serves it: set embed.url in the \
+                 config file or THAI_AGENT_EMBED_URL to an OpenAI-compatible endpoint that \
+                 serves {model} (one that knows it by another name, like Ollama's all-minilm \
+                 for all-MiniLM-L6-v2, is named under [embed.endpoint_names]); or search the \
+                 built-in model's vectors instead: `local-agent embed`, then search without \
+                 --model"
+            );
+        }
+    }
     let embedder = embedder(settings, backoff)?;
     let started = Instant::now();
     let hits = search::search(&store, embedder.as_ref(), query)?;

@@ -954,3 +954,153 @@ fn a_file_that_is_not_the_legacy_database_is_named_and_explained() {
         "{said}"
     );
 }
+
+/// An OpenAI-compatible `/v1/embeddings` endpoint that serves one model
+/// under one name (OpenAI's 404 `model_not_found` for any other) and embeds
+/// every text as `vector`. Returns its base URL and the model names it was
+/// asked for.
+fn embeddings_endpoint(
+    name: &'static str,
+    vector: Vec<f32>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = header.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let request: Value = serde_json::from_slice(&body).unwrap();
+            let model = request["model"].as_str().unwrap().to_owned();
+            seen.lock().unwrap().push(model.clone());
+            let (status, answer) = if model == name {
+                let inputs = request["input"].as_array().map_or(1, Vec::len);
+                let data: Vec<Value> = (0..inputs)
+                    .map(|i| json!({"object": "embedding", "index": i, "embedding": vector}))
+                    .collect();
+                (
+                    "200 OK",
+                    json!({"object": "list", "data": data, "model": model}),
+                )
+            } else {
+                (
+                    "404 Not Found",
+                    json!({"error": {"message": format!("The model `{model}` does not exist or you do not have access to it."),
+                                     "type": "invalid_request_error", "param": null, "code": "model_not_found"}}),
+                )
+            };
+            let answer = answer.to_string();
+            let _ = write!(
+                writer,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, asked)
+}
+
+/// `search --model <the legacy model>` right after `migrate`: the legacy
+/// vectors are searchable once an endpoint embeds the query with that
+/// model, also one that serves it under another name; without one the
+/// message says so instead of the generic advice.
+#[test]
+fn the_legacy_vectors_are_searched_with_the_legacy_model_right_after_migrate() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let (legacy_path, _) = legacy_file(agent.dir.path(), &Spec::small(8));
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    assert_eq!(migrate(&agent, &legacy_path, &report, &[])["ok"], true);
+    let search = [
+        "search",
+        "สวัสดีครับ",
+        "--model",
+        "all-MiniLM-L6-v2",
+        "--k",
+        "3",
+    ];
+
+    let out = agent.run(&search);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("vectors of all-MiniLM-L6-v2")
+            && stderr.contains("THAI_AGENT_EMBED_URL")
+            && stderr.contains("[embed.endpoint_names]"),
+        "{stderr}"
+    );
+
+    // An endpoint (like Ollama) that serves the model as all-minilm, and
+    // embeds any text as the legacy vector of one migrated fragment.
+    let fragment = *server_ids(&stack, "content_fragments")
+        .iter()
+        .next()
+        .unwrap();
+    let blob: Vec<u8> = legacy
+        .query_row(
+            "SELECT v.embedding FROM vec_embeddings v JOIN vector_embeddings e ON e.id = v.rowid
+             WHERE e.source_type = 'content_fragment' AND e.source_id = ?1",
+            [fragment],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let vector: Vec<f32> = blob
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let (url, asked) = embeddings_endpoint("all-minilm", vector.clone());
+    let config = agent.dir.path().join("config.toml");
+    std::fs::write(&config, format!("[embed]\nurl = \"{url}\"\n")).unwrap();
+    // Asked for the model by the legacy file's name, it does not know it.
+    let out = agent.run(&search);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        format!(
+            "[embed]\nurl = \"{url}\"\n\n[embed.endpoint_names]\n\"all-MiniLM-L6-v2\" = \"all-minilm\"\n"
+        ),
+    )
+    .unwrap();
+    let hits = agent.run_json(&search);
+    assert_eq!(hits[0]["id"], fragment, "{hits:#}");
+    // The agent L2-normalises what an endpoint returns; the fixture's
+    // legacy vectors are not unit length: the query is this vector scaled.
+    let norm = vector
+        .iter()
+        .map(|x| f64::from(*x).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let distance = hits[0]["distance"].as_f64().unwrap();
+    assert!((distance - (norm - 1.0).abs()).abs() < 1e-3, "{hits:#}");
+    assert_eq!(
+        asked.lock().unwrap().as_slice(),
+        ["all-MiniLM-L6-v2", "all-minilm"]
+    );
+}
