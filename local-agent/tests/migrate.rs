@@ -1104,3 +1104,67 @@ fn the_legacy_vectors_are_searched_with_the_legacy_model_right_after_migrate() {
         ["all-MiniLM-L6-v2", "all-minilm"]
     );
 }
+
+/// Both sides went on numbering after the migration: a row the legacy file
+/// gained with an id the server has since given to another row is not sent
+/// over it; the run stops before sending anything and says what to do.
+#[test]
+fn a_new_legacy_row_whose_id_the_server_gave_out_since_is_not_sent_over_it() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let spec = Spec {
+        contents: 5,
+        fragments_per_content: 1,
+        assets: 2,
+        asset_bytes: 512,
+        rankings: 2,
+        defect_every: 0,
+        vectors: false,
+        seed: 12,
+    };
+    let (legacy_path, _) = legacy_file(agent.dir.path(), &spec);
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    assert_eq!(migrate(&agent, &legacy_path, &report, &[])["ok"], true);
+    let on_server = stack.create(
+        "/api/content",
+        json!({"title": "บนเซิร์ฟเวอร์", "content_type": "word", "native_text": "ใหม่",
+               "translation": "made on the server", "ipa": "màj"}),
+    );
+    legacy
+        .execute(
+            "INSERT INTO learning_content (id, title, content_type, language, native_text, translation, ipa)
+             VALUES (?1, 'ในไฟล์เก่า', 'word', 'thai', 'เก่า', 'made in the old app', 'kàw')",
+            [on_server],
+        )
+        .unwrap();
+    let log = count(&stack, "change_log");
+    let out = agent
+        .start(&migrate_args(&legacy_path, &report, &[]))
+        .finish(MIGRATE_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "content {on_server}: new in the legacy file since the migration of "
+        )) && stderr.contains("nothing was sent")
+            && !stderr.contains("run the same command again"),
+        "{stderr}"
+    );
+    assert_eq!(count(&stack, "change_log"), log, "something was sent");
+    assert_eq!(title(&stack, on_server), "บนเซิร์ฟเวอร์");
+
+    // Renumbered in the legacy file, it goes.
+    let free = on_server + 100;
+    legacy
+        .execute(
+            "UPDATE learning_content SET id = ?1 WHERE id = ?2",
+            [free, on_server],
+        )
+        .unwrap();
+    let again = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(again["ok"], true, "{again:#}");
+    assert_eq!(sent(&again, "learning_content"), 1);
+    assert_eq!(title(&stack, free), "ในไฟล์เก่า");
+    assert_eq!(title(&stack, on_server), "บนเซิร์ฟเวอร์");
+}

@@ -651,10 +651,119 @@ pub fn run(
         summary.ok = true;
         return Ok(summary);
     };
-    migrate_into(opts, store, client, &legacy, plan, summary, started).context(
-        "the migration stopped before it finished; run the same command again to resume \
-         (what arrived is recorded and is not sent twice)",
-    )
+    migrate_into(opts, store, client, &legacy, plan, summary, started).map_err(|e| {
+        if e.is::<IdsTaken>() {
+            // Running it again would not help: the message says what does.
+            e
+        } else {
+            e.context(
+                "the migration stopped before it finished; run the same command again to \
+                 resume (what arrived is recorded and is not sent twice)",
+            )
+        }
+    })
+}
+
+/// Rows the legacy file gained since a finished migration whose ids the
+/// server has given to other rows since (both sides went on numbering from
+/// the same place): sending them would overwrite the server's rows.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: new in the legacy file since the migration of {}, but the server has given \
+     these ids to other rows since; nothing was sent. Importing them would overwrite the \
+     server's rows: remove them from the legacy file, or give them (and their fragments, \
+     assets and rankings) ids the server does not use, then run migrate again",
+    .taken.iter().map(|(table, ids)| format!("{} {}", noun(table, ids.len()), join(ids))).collect::<Vec<_>>().join("; "),
+    when(.finished_at)
+)]
+pub struct IdsTaken {
+    pub finished_at: String,
+    pub taken: Vec<(&'static str, Vec<i64>)>,
+}
+
+fn noun(table: &str, n: usize) -> String {
+    let one = match table {
+        CONTENT => "content",
+        FRAGMENTS => "fragment",
+        ASSETS => "asset",
+        RANKINGS => "ranking",
+        _ => "row",
+    };
+    if n == 1 {
+        one.to_owned()
+    } else {
+        format!("{one}s")
+    }
+}
+
+fn join(ids: &[i64]) -> String {
+    let mut listed = ids
+        .iter()
+        .take(LISTED)
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > LISTED {
+        listed.push_str(&format!(" and {} more", ids.len() - LISTED));
+    }
+    listed
+}
+
+/// After a finished migration: the new legacy rows (never delivered) whose
+/// ids the server holds with another row.
+fn ids_taken(
+    client: &ApiClient,
+    plan: &Plan,
+    skip: &Skip<'_>,
+    finished_at: &str,
+) -> Result<Option<IdsTaken>> {
+    let mut taken = Vec::new();
+    let mut rows: Vec<(&'static str, Vec<(i64, String, Value)>)> = Vec::new();
+    for (table, list) in [
+        (CONTENT, &plan.content),
+        (FRAGMENTS, &plan.fragments),
+        (RANKINGS, &plan.rankings),
+    ] {
+        rows.push((
+            table,
+            list.iter()
+                .map(|r| (r.id, r.checksum.clone(), r.json.clone()))
+                .collect(),
+        ));
+    }
+    rows.push((
+        ASSETS,
+        plan.assets
+            .iter()
+            .map(|a| (a.id, a.checksum(), a.projection()))
+            .collect(),
+    ));
+    for (table, rows) in rows {
+        let new: Vec<_> = rows
+            .into_iter()
+            .filter(|(id, checksum, _)| !skip.skips(table, *id, checksum))
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
+        let on_server = verify::server_rows(client, table)?;
+        let ids: Vec<i64> = new
+            .iter()
+            .filter(|(id, checksum, want)| {
+                on_server
+                    .get(id)
+                    .is_some_and(|got| read::checksum(&verify::project(got, want)) != *checksum)
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        if !ids.is_empty() {
+            taken.push((table, ids));
+        }
+    }
+    Ok((!taken.is_empty()).then(|| IdsTaken {
+        finished_at: finished_at.to_owned(),
+        taken,
+    }))
 }
 
 /// The migration proper, after the plan: send, move the sequences, verify,
@@ -682,6 +791,12 @@ fn migrate_into(
         (Some(_), false) => Skip::Delivered(&recorded),
         (None, false) => Skip::Arrived(&recorded),
     };
+
+    if let (Some(before), Skip::Delivered(_)) = (&before, &skip)
+        && let Some(taken) = ids_taken(client, &plan, &skip, &before.finished_at)?
+    {
+        return Err(taken.into());
+    }
 
     let mut runs = Vec::new();
     for table in [CONTENT, FRAGMENTS] {
@@ -935,28 +1050,17 @@ fn changes_since(changes: &[ChangedSince], finished_at: &str) -> String {
             .to_owned();
     }
     let mut groups: std::collections::BTreeMap<(usize, Since), Vec<i64>> = Default::default();
+    let tables = [CONTENT, FRAGMENTS, ASSETS, RANKINGS];
     for c in changes {
-        let order = [CONTENT, FRAGMENTS, ASSETS, RANKINGS]
-            .iter()
-            .position(|t| *t == c.table)
-            .unwrap_or(4);
+        let order = tables.iter().position(|t| *t == c.table).unwrap_or(0);
         groups.entry((order, c.change)).or_default().push(c.id);
     }
     let date = when(finished_at);
     let mut out = String::new();
     for ((order, change), ids) in groups {
-        let noun = ["content", "fragment", "asset", "ranking", "row"][order];
-        let mut listed = ids
-            .iter()
-            .take(LISTED)
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut listed = join(&ids);
         if ids.len() > LISTED {
-            listed.push_str(&format!(
-                " and {} more (--json lists them all)",
-                ids.len() - LISTED
-            ));
+            listed.push_str(" (--json lists them all)");
         }
         let what = match change {
             Since::DeletedOnServer => {
@@ -970,8 +1074,8 @@ fn changes_since(changes: &[ChangedSince], finished_at: &str) -> String {
             }
         };
         out.push_str(&format!(
-            "{noun}{} {listed}: {what}\n",
-            if ids.len() > 1 { "s" } else { "" }
+            "{} {listed}: {what}\n",
+            noun(tables[order], ids.len())
         ));
     }
     out
