@@ -987,7 +987,8 @@ pub fn render(s: &Summary) -> String {
         out.push_str(&changes_since(&s.changed_since, &before.finished_at));
         out.push_str(&format!(
             "store: anki_cards and vectors not copied again (the migration of {} copied them; \
-             pushes and `embed` have changed them since)\n",
+             since then they are the agent's own: `anki push` updates cards, `embed` prunes \
+             vectors)\n",
             when(&before.finished_at)
         ));
         out.push_str(&format!(
