@@ -718,7 +718,9 @@ fn ids_taken(
     finished_at: &str,
 ) -> Result<Option<IdsTaken>> {
     let mut taken = Vec::new();
-    let mut rows: Vec<(&'static str, Vec<(i64, String, Value)>)> = Vec::new();
+    // Per table: each row's id, checksum and what is compared with the server.
+    type Rows = Vec<(i64, String, Value)>;
+    let mut rows: Vec<(&'static str, Rows)> = Vec::new();
     for (table, list) in [
         (CONTENT, &plan.content),
         (FRAGMENTS, &plan.fragments),
