@@ -135,7 +135,7 @@ pub enum Command {
     },
     /// Move a legacy SQLite file into the API's database (service-role token)
     #[command(
-        after_help = "Examples:\n  local-agent migrate anki_vector_db.db --dry-run\n  local-agent migrate anki_vector_db.db --reject-report rejects.jsonl --repair decimal-comma"
+        after_help = "Examples:\n  local-agent migrate anki_vector_db.db --dry-run\n  local-agent migrate anki_vector_db.db --reject-report rejects.jsonl --repair decimal-comma\n  local-agent migrate anki_vector_db.db --resend   # after a finished migration: send everything again"
     )]
     Migrate {
         /// The legacy file (anki_vector_db.db)
@@ -149,6 +149,10 @@ pub enum Command {
         /// Apply a documented repair to a class of problem (off by default)
         #[arg(long, value_enum, value_name = "CLASS")]
         repair: Vec<RepairArg>,
+        /// Send every row again, also after a finished migration: restores what
+        /// was deleted or edited on the server since
+        #[arg(long)]
+        resend: bool,
     },
     /// Send the mirror to Anki through the AnkiConnect add-on
     Anki {
@@ -383,12 +387,13 @@ pub fn run(cli: Cli) -> Result<()> {
             dry_run,
             reject_report,
             repair,
+            resend,
         } => run_migrate(
             &out,
             &settings,
             backoff,
             legacy,
-            dry_run,
+            (dry_run, resend),
             reject_report,
             &repair,
         ),
@@ -427,13 +432,17 @@ fn embedder(settings: &Settings, backoff: Backoff) -> Result<Box<dyn Embedder>> 
     if e.is_builtin() {
         return Ok(Box::new(HashedNgrams));
     }
-    Ok(Box::new(OpenAiEmbedder::new(
+    let embedder = OpenAiEmbedder::new(
         e.endpoint()?,
         &e.model.value,
         e.api_key.as_ref().map(|k| k.value.clone()),
         e.dimensions,
         backoff,
-    )))
+    );
+    Ok(Box::new(match &e.endpoint_name {
+        Some(name) => embedder.with_endpoint_name(name),
+        None => embedder,
+    }))
 }
 
 #[derive(Serialize)]
@@ -579,7 +588,8 @@ fn run_pull(
                     "\nThe server had pruned its change log past our cursor: re-read everything.",
                 );
             }
-            if report.upserts > 0 {
+            // Assets and rankings carry no text that `embed` indexes.
+            if report.text_upserts > 0 {
                 text.push_str("\nNext: `local-agent embed` to index the new texts.");
             }
             text
@@ -641,6 +651,31 @@ fn run_search(
     query: &Query<'_>,
 ) -> Result<()> {
     let store = open_store(settings)?;
+    let model = &settings.embed.model.value;
+    if !settings.embed.is_builtin() && settings.embed.url.is_none() {
+        // Vectors of this model are there (copied by `migrate` from the
+        // legacy file), but the query text can only be compared with them
+        // once the same model has embedded it.
+        let stored: i64 = store
+            .counts()?
+            .vectors
+            .iter()
+            .filter(|v| &v.model == model)
+            .map(|v| v.count)
+            .sum();
+        if stored > 0 {
+            bail!(
+                "the store holds {stored} vectors of {model} (the legacy file's, copied by \
+                 `local-agent migrate`, or made by an earlier `embed`), but a search must embed \
+                 the query with the same model, and no endpoint serves it: set embed.url in the \
+                 config file or THAI_AGENT_EMBED_URL to an OpenAI-compatible endpoint that \
+                 serves {model} (one that knows it by another name, like Ollama's all-minilm \
+                 for all-MiniLM-L6-v2, is named under [embed.endpoint_names]); or search the \
+                 built-in model's vectors instead: `local-agent embed`, then search without \
+                 --model"
+            );
+        }
+    }
     let embedder = embedder(settings, backoff)?;
     let started = Instant::now();
     let hits = search::search(&store, embedder.as_ref(), query)?;
@@ -840,22 +875,29 @@ fn describe_settings(s: &Settings) -> String {
 
 /// A migration refused for want of rights gets the advice that fits it:
 /// the import takes the service role, which has no place in a learner's
-/// config file.
-fn needs_service_role(err: anyhow::Error) -> anyhow::Error {
-    let refused = err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<local_agent::api::ApiError>(),
-            Some(local_agent::api::ApiError::Unauthorized { .. })
-        )
-    });
-    if !refused {
+/// config file. It replaces the client's general advice for a refused
+/// credential (store one with `init --token`), which would put it there.
+fn needs_service_role(err: anyhow::Error, legacy: &std::path::Path) -> anyhow::Error {
+    let refused =
+        err.chain().find_map(
+            |cause| match cause.downcast_ref::<local_agent::api::ApiError>() {
+                Some(local_agent::api::ApiError::Unauthorized { status, detail }) => {
+                    Some((*status, detail.clone()))
+                }
+                _ => None,
+            },
+        );
+    let Some((status, detail)) = refused else {
         return err;
-    }
-    err.context(
-        "the migration imports rows, which takes the service role: give this run the \
-         project's secret key (sb_secret_…) or a service_role token in THAI_AGENT_TOKEN \
-         (or --token), and keep it out of the config file (`local-agent init`) on a \
-         learner's machine",
+    };
+    anyhow::anyhow!(
+        "the API refused this credential for the import ({status}: {detail}): the migration \
+         takes the service role. Give the project's secret key (sb_secret_…) or a service_role \
+         token to this run only, in the environment: \
+         THAI_AGENT_TOKEN=sb_secret_… local-agent migrate {} (or with --token, which other \
+         users can see in `ps`). Do not store it with `local-agent init`: the config file on a \
+         learner's machine keeps the learner's own credential",
+        legacy.display()
     )
 }
 
@@ -864,7 +906,7 @@ fn run_migrate(
     settings: &Settings,
     backoff: Backoff,
     legacy: PathBuf,
-    dry_run: bool,
+    (dry_run, resend): (bool, bool),
     reject_report: Option<PathBuf>,
     repair: &[RepairArg],
 ) -> Result<()> {
@@ -882,6 +924,7 @@ fn run_migrate(
             decimal_comma: repair.contains(&RepairArg::DecimalComma),
         },
         progress: out.progress,
+        resend,
     };
     let summary = if dry_run {
         // Registers sqlite-vec for the legacy file's vec0 table; no file.
@@ -890,7 +933,8 @@ fn run_migrate(
     } else {
         let mut store = open_store(settings)?;
         let client = api_client(settings, backoff)?.with_retry_hook(retry_notices(out, None));
-        migrate::run(&options, Some(&mut store), Some(&client)).map_err(needs_service_role)?
+        migrate::run(&options, Some(&mut store), Some(&client))
+            .map_err(|e| needs_service_role(e, &options.legacy))?
     };
     out.print(&summary, || migrate::run::render(&summary))?;
     if !summary.ok {

@@ -91,6 +91,11 @@ pub struct EmbedFileConfig {
     /// Asked of models that can shorten their vectors (OpenAI v3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<usize>,
+    /// `[embed.endpoint_names]`: model (as vectors are filed, e.g. the
+    /// legacy file's `all-MiniLM-L6-v2`) → the name the endpoint serves it
+    /// by (Ollama's `all-minilm`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub endpoint_names: std::collections::BTreeMap<String, String>,
 }
 
 impl EmbedFileConfig {
@@ -224,6 +229,9 @@ pub struct EmbedSettings {
     #[serde(serialize_with = "redact")]
     pub api_key: Option<Sourced<String>>,
     pub dimensions: Option<usize>,
+    /// The name the endpoint serves `model` by, when the config file gives
+    /// another one (`[embed.endpoint_names]`).
+    pub endpoint_name: Option<String>,
 }
 
 fn redact<S: serde::Serializer>(v: &Option<Sourced<String>>, s: S) -> Result<S::Ok, S::Error> {
@@ -352,6 +360,7 @@ pub fn resolve(
         token,
         api_timeout,
         embed: EmbedSettings {
+            endpoint_name: file.embed.endpoint_names.get(&model.value).cloned(),
             model,
             url,
             api_key,

@@ -155,6 +155,8 @@ pub struct OpenAiEmbedder {
     agent: ureq::Agent,
     url: String,
     model: String,
+    /// The name the endpoint knows `model` by, when it is another one.
+    endpoint_name: Option<String>,
     api_key: Option<String>,
     /// Sent as `dimensions` for models that can shorten their vectors.
     dimensions: Option<usize>,
@@ -231,10 +233,26 @@ impl OpenAiEmbedder {
             agent,
             url,
             model: model.to_owned(),
+            endpoint_name: None,
             api_key,
             dimensions,
             backoff,
         }
+    }
+
+    /// Asks the endpoint for the model by `name` while the vectors stay
+    /// filed under the name given to [`OpenAiEmbedder::new`]. One model has
+    /// several names: the legacy file files its vectors as
+    /// `all-MiniLM-L6-v2` (sentence-transformers' name), Ollama serves that
+    /// model as `all-minilm`; a query must be embedded by the same model as
+    /// the vectors it is compared with, whatever the endpoint calls it.
+    pub fn with_endpoint_name(mut self, name: &str) -> OpenAiEmbedder {
+        self.endpoint_name = Some(name.to_owned());
+        self
+    }
+
+    fn requested(&self) -> &str {
+        self.endpoint_name.as_deref().unwrap_or(&self.model)
     }
 
     fn call(&self, texts: &[&str]) -> Result<Result<Vec<Vec<f32>>, EmbedError>, Retry> {
@@ -243,7 +261,7 @@ impl OpenAiEmbedder {
             req = req.header("Authorization", format!("Bearer {key}"));
         }
         let body = EmbeddingRequest {
-            model: &self.model,
+            model: self.requested(),
             input: texts,
             encoding_format: "float",
             dimensions: self.dimensions,
@@ -289,7 +307,7 @@ impl OpenAiEmbedder {
             }
             if let Some(v) = out.iter().find(|v| v.len() != DIMENSIONS) {
                 return Ok(Err(EmbedError::Dimensions {
-                    model: self.model.clone(),
+                    model: self.requested().to_owned(),
                     got: v.len(),
                     expected: DIMENSIONS,
                 }));

@@ -52,6 +52,8 @@ impl Default for PullOptions {
 pub struct PullReport {
     pub pages: usize,
     pub upserts: usize,
+    /// Of the upserts, contents and fragments (whose texts `embed` indexes).
+    pub text_upserts: usize,
     pub deletes: usize,
     /// Rows removed because a snapshot no longer delivered them.
     pub swept: usize,
@@ -116,6 +118,7 @@ pub fn pull(
             report.apply_seconds += applying.elapsed().as_secs_f64();
             report.pages += 1;
             report.upserts += applied.upserts;
+            report.text_upserts += applied.text_upserts;
             report.deletes += applied.deletes;
             report.swept += applied.swept;
             report.skipped += applied.skipped;

@@ -216,6 +216,33 @@ pub const MIGRATIONS: &[&str] = &[
             WHERE source_type = 'content_fragment' AND source_id = OLD.id;
     END;
     "#,
+    // 5: what `local-agent migrate` moved, per legacy file (`source`, its
+    // canonical path). `migration_progress` holds each row that arrived,
+    // with the checksum it left with; earlier agents created it on their
+    // first migration with exactly this definition, hence IF NOT EXISTS.
+    // `migration_finished` marks a migration whose verification passed: a
+    // later run only checks and reports, and does not undo what the server
+    // or the agent changed since. `fingerprint` is the sha256 of every
+    // migrated row's table, id and checksum, so a re-run can tell whether
+    // the legacy file changed since.
+    r#"
+    CREATE TABLE IF NOT EXISTS migration_progress (
+        source     TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        id         INTEGER NOT NULL,
+        checksum   TEXT NOT NULL,
+        arrived_at TEXT NOT NULL,
+        PRIMARY KEY (source, table_name, id)
+    );
+    CREATE TABLE migration_finished (
+        source      TEXT PRIMARY KEY,
+        finished_at TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        rows        INTEGER NOT NULL,
+        api_url     TEXT NOT NULL,
+        checked_at  TEXT
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -328,6 +355,9 @@ pub struct PageBase<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Applied {
     pub upserts: usize,
+    /// Of the upserts, contents and fragments: rows whose text may need a
+    /// new vector.
+    pub text_upserts: usize,
     pub deletes: usize,
     /// Rows removed at the end of a snapshot because it did not deliver them.
     pub swept: usize,
@@ -412,7 +442,7 @@ fn now() -> String {
 /// which a kill from outside only hits by luck.
 pub const FAILPOINT_ENV: &str = "LOCAL_AGENT_FAILPOINT";
 
-fn failpoint(point: &str) {
+pub(crate) fn failpoint(point: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static ARMED: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
@@ -603,6 +633,9 @@ impl Store {
                 (table, Op::Upsert) => {
                     upsert(&tx, table, change, generation)?;
                     applied.upserts += 1;
+                    if matches!(table, Table::LearningContent | Table::ContentFragments) {
+                        applied.text_upserts += 1;
+                    }
                 }
             }
         }
@@ -1149,6 +1182,64 @@ mod tests {
     }
 
     #[test]
+    fn a_store_that_migrated_a_legacy_file_before_version_5_keeps_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        {
+            // A version 4 file on which an earlier agent ran `migrate`: it
+            // created migration_progress itself, outside the versioned steps.
+            register_sqlite_vec();
+            let conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS migration_progress (
+                    source     TEXT NOT NULL,
+                    table_name TEXT NOT NULL,
+                    id         INTEGER NOT NULL,
+                    checksum   TEXT NOT NULL,
+                    arrived_at TEXT NOT NULL,
+                    PRIMARY KEY (source, table_name, id)
+                );
+                INSERT INTO migration_progress
+                    VALUES ('/data/anki_vector_db.db', 'learning_content', 2, 'c2', '2026-01-05T10:00:00Z');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let kept: (String, i64, String) = store
+            .conn()
+            .query_row(
+                "SELECT table_name, id, checksum FROM migration_progress WHERE source = ?1",
+                ["/data/anki_vector_db.db"],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, ("learning_content".to_owned(), 2, "c2".to_owned()));
+        let finished: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM migration_finished", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(finished, 0, "an earlier migration is not taken as finished");
+        // A fresh file gets both tables from the same step.
+        let fresh = Store::open_in_memory().unwrap();
+        for table in ["migration_progress", "migration_finished"] {
+            let exists: bool = fresh
+                .conn()
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(exists, "{table}");
+        }
+    }
+
+    #[test]
     fn a_file_from_a_newer_agent_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.db");
@@ -1290,6 +1381,8 @@ mod tests {
         );
         let a3 = apply(&mut store, Some("c2"), false, &p3).unwrap();
         assert_eq!((a3.upserts, a3.deletes, a3.swept), (2, 1, 0));
+        // The content counts as a text to embed, the ranking does not.
+        assert_eq!(a3.text_upserts, 1);
         assert_eq!(ids(&store, "learning_content"), vec![2]);
         let title: String = store
             .conn()

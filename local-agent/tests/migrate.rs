@@ -44,6 +44,22 @@ fn a_dirty_legacy_file_migrates_with_exact_rejects_then_reruns_as_a_no_op() {
     assert_eq!(summary["ok"], true, "{summary:#}");
     let rejects = read_rejects(&report);
     assert_eq!(rejects, dry_rejects, "the dry run announced other rejects");
+    // Rows count once, reject lines once per refused value.
+    let rejected_rows: BTreeSet<(String, i64)> = rejects
+        .iter()
+        .map(|r| {
+            (
+                r["table"].as_str().unwrap().to_owned(),
+                r["id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary["rejected_rows"], rejected_rows.len(), "{summary:#}");
+    assert_eq!(summary["reject_lines"], rejects.len(), "{summary:#}");
+    assert!(
+        rejects.len() > rejected_rows.len(),
+        "no row with several reasons"
+    );
 
     // Each planted defect is in the report with its reason, exactly; the
     // server holds the ids of the rest, their bytes, each row written once.
@@ -436,7 +452,20 @@ fn rows_recorded_as_arrived_but_gone_from_the_server_are_sent_again() {
     let (legacy_path, sum) = legacy_file(agent.dir.path(), &Spec::small(31));
     let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
     let report = agent.dir.path().join("rejects.jsonl");
-    assert_eq!(migrate(&agent, &legacy_path, &report, &[])["ok"], true);
+    // Everything arrived and was recorded, but the run stopped before it
+    // could record the migration as finished: it did not end.
+    let out = agent
+        .command(&migrate_args(&legacy_path, &report, &["--json"]))
+        .env(local_agent::store::FAILPOINT_ENV, "migrate-finish:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint was not reached");
+    assert_server_holds_the_legacy_rows(&stack, &legacy, &report, &sum);
+    let finished: i64 = agent
+        .mirror()
+        .query_row("SELECT count(*) FROM migration_finished", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(finished, 0);
     let lost_fragments = count(&stack, "content_fragments") / 2;
     stack.sql(&format!(
         "DELETE FROM rankings;
@@ -497,9 +526,645 @@ fn the_secret_key_migrates_and_the_publishable_key_is_told_what_it_needs() {
         "the key is never printed: {stderr}"
     );
     assert_eq!(server_total(&stack), 0);
+    // A user's token (403 from the import endpoints) and the publishable
+    // key alike: the service credential goes to this run, never into the
+    // config file with `init --token`.
+    for token in [keys.publishable.clone(), stack.token("authenticated")] {
+        agent.token = token;
+        let out = agent.run(&migrate_args(&legacy_path, &report, &[]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "THAI_AGENT_TOKEN=sb_secret_… local-agent migrate {}",
+                legacy_path.display()
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("init --token"), "{stderr}");
+        assert!(!stderr.contains("run the same command again"), "{stderr}");
+    }
+    assert_eq!(server_total(&stack), 0);
 
     agent.token = keys.secret.clone();
     let summary = migrate(&agent, &legacy_path, &report, &[]);
     assert_eq!(summary["ok"], true, "{summary:#}");
     assert!(server_total(&stack) > 0);
+}
+
+/// Ids per (table, change) in a summary's `changed_since`.
+fn changed_since(summary: &Value) -> BTreeMap<(String, String), BTreeSet<i64>> {
+    let mut out: BTreeMap<(String, String), BTreeSet<i64>> = BTreeMap::new();
+    for c in summary["changed_since"].as_array().unwrap() {
+        out.entry((
+            c["table"].as_str().unwrap().to_owned(),
+            c["change"].as_str().unwrap().to_owned(),
+        ))
+        .or_default()
+        .insert(c["id"].as_i64().unwrap());
+    }
+    out
+}
+
+fn sent(summary: &Value, table: &str) -> u64 {
+    summary["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == table)
+        .unwrap()["sent"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The change log's entries after `after`: (table, row id, op).
+fn changes_after(stack: &Stack, after: i64) -> Vec<(String, i64, String)> {
+    rt().block_on(stack.pg.query(
+        "SELECT table_name, row_id::bigint, op FROM change_log WHERE id > $1 ORDER BY id",
+        &[&after],
+    ))
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+fn title(stack: &Stack, id: i64) -> String {
+    rt().block_on(stack.pg.query_one(
+        "SELECT title FROM learning_content WHERE id = $1",
+        &[&(id as i32)],
+    ))
+    .unwrap()
+    .get(0)
+}
+
+/// The issue's scenario: a finished migration, then normal use (a content
+/// deleted and another edited through the API, a card updated by a push,
+/// vectors pruned by `embed`), the legacy file edited and given a new row.
+/// Re-running migrate checks and reports: nothing deleted or edited since
+/// comes back, no card or vector is copied back, only the new row is sent,
+/// and it exits 0. `--resend` then restores everything.
+#[test]
+fn a_rerun_after_normal_use_reports_what_changed_since_and_undoes_nothing_until_resend() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let (legacy_path, sum) = legacy_file(agent.dir.path(), &Spec::small(17));
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    let first = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(first["ok"], true, "{first:#}");
+    assert!(first["migrated_before"].is_null());
+
+    // A content with fragments, assets and rankings, deleted through the API
+    // (the server cascades to its children).
+    let deleted = stack.query_i64(
+        "SELECT min(c.id)::bigint FROM learning_content c
+         JOIN content_fragments f ON f.learning_content_id = c.id
+         JOIN fragment_assets a ON a.fragment_id = f.id
+         JOIN rankings r ON r.asset_id = a.id",
+    );
+    let ids_of = |sql: &str| -> BTreeSet<i64> {
+        rt().block_on(stack.pg.query(sql, &[&(deleted as i32)]))
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect()
+    };
+    let gone_fragments =
+        ids_of("SELECT id::bigint FROM content_fragments WHERE learning_content_id = $1");
+    let gone_assets = ids_of(
+        "SELECT a.id::bigint FROM fragment_assets a JOIN content_fragments f ON f.id = a.fragment_id
+         WHERE f.learning_content_id = $1",
+    );
+    let gone_rankings = ids_of(
+        "SELECT r.id::bigint FROM rankings r JOIN content_fragments f ON f.id = r.fragment_id
+         WHERE f.learning_content_id = $1",
+    );
+    assert!(!gone_fragments.is_empty() && !gone_assets.is_empty() && !gone_rankings.is_empty());
+    let (status, body) = stack.call("DELETE", &format!("/api/content/{deleted}"), None);
+    assert!(status == 200 || status == 204, "{status} {body}");
+    // Another content edited on the server, a third one in the legacy file.
+    let contents: Vec<i64> = server_ids(&stack, "learning_content")
+        .into_iter()
+        .filter(|id| *id != deleted)
+        .collect();
+    let (edited_on_server, edited_in_legacy) = (contents[0], contents[1]);
+    let (status, body) = stack.call(
+        "PATCH",
+        &format!("/api/content/{edited_on_server}"),
+        Some(json!({"title": "แก้ไขบนเซิร์ฟเวอร์"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let legacy_title_before = title(&stack, edited_in_legacy);
+    // As the old application edits: SQLAlchemy's onupdate stamps updated_at.
+    legacy
+        .execute(
+            "UPDATE learning_content SET title = 'แก้ไขในไฟล์เก่า',
+                    updated_at = '2026-06-02 09:00:00.000000' WHERE id = ?1",
+            [edited_in_legacy],
+        )
+        .unwrap();
+    // A row the legacy file gained after the migration (the old application
+    // was used on), with an id the server never gave out.
+    let new_id = legacy_ids(&legacy, "learning_content").last().unwrap() + 500;
+    legacy
+        .execute(
+            "INSERT INTO learning_content (id, title, content_type, language, native_text, translation, ipa)
+             VALUES (?1, 'ใหม่', 'word', 'thai', 'ใหม่', 'new', 'màj')",
+            [new_id],
+        )
+        .unwrap();
+
+    // Normal use of the agent: a pull, a push updating a legacy card, an
+    // embed that prunes vectors whose rows are not mirrored.
+    agent.run_json(&["pull"]);
+    let pushed_fields = r#"{"Front": "สวัสดีครับ", "Back": "hello (pushed)"}"#;
+    {
+        let store = agent.mirror();
+        let n = store
+            .execute(
+                "UPDATE anki_cards SET fields = ?1, content_hash = ?2, sync_status = 'synced',
+                        last_synced_at = '2026-06-01T10:00:00Z', updated_at = '2026-06-01T10:00:00Z'
+                 WHERE id = 1",
+                rusqlite::params![pushed_fields, "f".repeat(64)],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let embedded = agent.run_json(&["embed"]);
+    assert!(embedded["pruned"].as_u64().unwrap() > 0, "{embedded:#}");
+    let store_counts = || -> (i64, i64, i64, String) {
+        let store = agent.mirror();
+        let n = |sql: &str| -> i64 { store.query_row(sql, [], |r| r.get(0)).unwrap() };
+        (
+            n("SELECT count(*) FROM vector_embeddings WHERE model = 'all-MiniLM-L6-v2'"),
+            n("SELECT count(*) FROM vec_embeddings"),
+            n("SELECT count(*) FROM anki_cards"),
+            store
+                .query_row("SELECT fields FROM anki_cards WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .unwrap(),
+        )
+    };
+    let in_store = store_counts();
+    assert!((in_store.0 as usize) < sum.vectors, "nothing was pruned");
+    assert_eq!(in_store.3, pushed_fields);
+
+    // The re-run: exit 0, only the new row sent, nothing undone.
+    let log_before = stack.query_i64("SELECT coalesce(max(id), 0) FROM change_log");
+    let out = agent
+        .start(&migrate_args(&legacy_path, &report, &["--json"]))
+        .finish(MIGRATE_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["ok"], true, "{again:#}");
+    assert_eq!(again["migrated_before"]["legacy_unchanged"], false);
+    assert!(again["store"].is_null(), "cards and vectors copied again");
+    let changed = changed_since(&again);
+    let expect =
+        |table: &str, change: &str| changed[&(table.to_owned(), change.to_owned())].clone();
+    assert_eq!(
+        expect("learning_content", "deleted_on_server"),
+        BTreeSet::from([deleted])
+    );
+    assert_eq!(
+        expect("content_fragments", "deleted_on_server"),
+        gone_fragments
+    );
+    assert_eq!(expect("fragment_assets", "deleted_on_server"), gone_assets);
+    assert_eq!(expect("rankings", "deleted_on_server"), gone_rankings);
+    assert_eq!(
+        expect("learning_content", "edited_on_server"),
+        BTreeSet::from([edited_on_server])
+    );
+    assert_eq!(
+        expect("learning_content", "changed_in_legacy"),
+        BTreeSet::from([edited_in_legacy])
+    );
+    assert_eq!(changed.len(), 6, "{changed:?}");
+    assert_eq!(sent(&again, "learning_content"), 1);
+    for table in ["content_fragments", "fragment_assets", "rankings"] {
+        assert_eq!(sent(&again, table), 0, "{table}");
+    }
+    // On the server: the new row and nothing else.
+    assert_eq!(
+        changes_after(&stack, log_before),
+        vec![("learning_content".to_owned(), new_id, "insert".to_owned())]
+    );
+    assert!(!server_ids(&stack, "learning_content").contains(&deleted));
+    for (table, gone) in [
+        ("content_fragments", &gone_fragments),
+        ("fragment_assets", &gone_assets),
+        ("rankings", &gone_rankings),
+    ] {
+        assert!(
+            server_ids(&stack, table).is_disjoint(gone),
+            "{table} came back"
+        );
+    }
+    assert_eq!(title(&stack, edited_on_server), "แก้ไขบนเซิร์ฟเวอร์");
+    assert_eq!(title(&stack, edited_in_legacy), legacy_title_before);
+    // In the store: no vector or card copied back, the pushed card as pushed.
+    assert_eq!(store_counts(), in_store);
+
+    // The same check as text names each change, and how to undo them.
+    let log_before = stack.query_i64("SELECT coalesce(max(id), 0) FROM change_log");
+    let out = agent
+        .start(&migrate_args(&legacy_path, &report, &[]))
+        .finish(MIGRATE_LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        text.contains(&format!(
+            "content {deleted}: deleted on the server since the migration of "
+        )) && text.contains("; not restored"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "content {edited_on_server}: edited on the server since"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "content {edited_in_legacy}: changed in the legacy file since"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "local-agent migrate {} --resend",
+            legacy_path.display()
+        )),
+        "{text}"
+    );
+    assert!(changes_after(&stack, log_before).is_empty());
+    assert_eq!(store_counts(), in_store);
+
+    // --resend: everything again; the pushed card is the same card, not a
+    // conflict.
+    let out = agent
+        .start(&migrate_args(
+            &legacy_path,
+            &report,
+            &["--json", "--resend"],
+        ))
+        .finish(MIGRATE_LIMIT);
+    let resent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resent["ok"], true, "{resent:#}");
+    assert_eq!(resent["store"]["conflicts"], 0, "{resent:#}");
+    let rejects = read_rejects(&report);
+    for table in TABLES {
+        let expected: BTreeSet<i64> = legacy_ids(&legacy, table)
+            .difference(&rejected_ids(&rejects, table))
+            .copied()
+            .collect();
+        assert!(server_ids(&stack, table).is_superset(&expected), "{table}");
+    }
+    assert!(server_ids(&stack, "content_fragments").is_superset(&gone_fragments));
+    assert_eq!(title(&stack, edited_in_legacy), "แก้ไขในไฟล์เก่า");
+    assert_ne!(title(&stack, edited_on_server), "แก้ไขบนเซิร์ฟเวอร์");
+    assert_assets_identical(&stack, &legacy);
+    // And then a check finds nothing changed since.
+    let last = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(last["ok"], true, "{last:#}");
+    assert_eq!(last["nothing_to_do"], true, "{last:#}");
+    assert_eq!(
+        last["migrated_before"]["legacy_unchanged"], true,
+        "{last:#}"
+    );
+    assert!(last["changed_since"].as_array().unwrap().is_empty());
+}
+
+/// The Content-Type of a migrated asset comes from whatever its legacy
+/// metadata says about it, not only `format`.
+#[test]
+fn assets_arrive_with_the_media_type_their_legacy_metadata_names() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let spec = Spec {
+        contents: 4,
+        fragments_per_content: 1,
+        assets: 4,
+        asset_bytes: 1024,
+        rankings: 0,
+        defect_every: 0,
+        vectors: false,
+        seed: 3,
+    };
+    let (legacy_path, _) = legacy_file(agent.dir.path(), &spec);
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let assets: Vec<i64> = legacy_ids(&legacy, "fragment_assets").into_iter().collect();
+    let metadata = [
+        (
+            r#"{"voice": "th-TH", "mime_type": "audio/mpeg"}"#,
+            "audio/mpeg",
+        ),
+        (r#"{"filename": "tts/สวัสดี.ogg"}"#, "audio/ogg"),
+        (r#"{"format": "wav"}"#, "audio/wav"),
+        (r#"{"voice": "th-TH"}"#, "application/octet-stream"),
+    ];
+    for (id, (meta, _)) in assets.iter().zip(metadata) {
+        legacy
+            .execute(
+                "UPDATE fragment_assets SET asset_metadata = ?1 WHERE id = ?2",
+                rusqlite::params![meta, id],
+            )
+            .unwrap();
+    }
+    let report = agent.dir.path().join("rejects.jsonl");
+    let summary = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    for (id, (meta, want)) in assets.iter().zip(metadata) {
+        let got: String = rt()
+            .block_on(stack.pg.query_one(
+                "SELECT content_type FROM fragment_assets WHERE id = $1",
+                &[&(*id as i32)],
+            ))
+            .unwrap()
+            .get(0);
+        assert_eq!(got, want, "asset {id} with {meta}");
+    }
+}
+
+/// A file that is not the legacy database gets a message that names it,
+/// says what it is not and what migrate reads; nothing is sent.
+#[test]
+fn a_file_that_is_not_the_legacy_database_is_named_and_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "สวัสดี: these are my notes, not a database\n".repeat(40),
+    )
+    .unwrap();
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE learning_content (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    let missing = dir.path().join("anki_vector_db.db");
+    let run = |file: &std::path::Path, extra: &[&str]| {
+        let out = support::agent_command()
+            .arg("--db")
+            .arg(dir.path().join("agent.db"))
+            .arg("--config")
+            .arg(dir.path().join("none.toml"))
+            // Nothing listens there: the file is refused before any request.
+            .args(["--api-url", "http://127.0.0.1:9", "--token", "sb_secret_x"])
+            .arg("migrate")
+            .arg(file)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for extra in [&[][..], &["--dry-run"]] {
+        let (code, said) = run(&text, extra);
+        assert_eq!(code, Some(1), "{said}");
+        assert!(said.contains(&text.display().to_string()), "{said}");
+        assert!(said.contains("is not an SQLite database"), "{said}");
+        assert!(said.contains("anki_vector_db.db"), "{said}");
+        assert!(!said.contains("cannot reach"), "{said}");
+    }
+    let (code, said) = run(&other, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&other.display().to_string())
+            && said.contains("not the old application's")
+            && said.contains("content_fragments, fragment_assets, rankings"),
+        "{said}"
+    );
+    let (code, said) = run(&missing, &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!("there is no file {}", missing.display())),
+        "{said}"
+    );
+}
+
+/// An OpenAI-compatible `/v1/embeddings` endpoint that serves one model
+/// under one name (OpenAI's 404 `model_not_found` for any other) and embeds
+/// every text as `vector`. Returns its base URL and the model names it was
+/// asked for.
+fn embeddings_endpoint(
+    name: &'static str,
+    vector: Vec<f32>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = header.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let request: Value = serde_json::from_slice(&body).unwrap();
+            let model = request["model"].as_str().unwrap().to_owned();
+            seen.lock().unwrap().push(model.clone());
+            let (status, answer) = if model == name {
+                let inputs = request["input"].as_array().map_or(1, Vec::len);
+                let data: Vec<Value> = (0..inputs)
+                    .map(|i| json!({"object": "embedding", "index": i, "embedding": vector}))
+                    .collect();
+                (
+                    "200 OK",
+                    json!({"object": "list", "data": data, "model": model}),
+                )
+            } else {
+                (
+                    "404 Not Found",
+                    json!({"error": {"message": format!("The model `{model}` does not exist or you do not have access to it."),
+                                     "type": "invalid_request_error", "param": null, "code": "model_not_found"}}),
+                )
+            };
+            let answer = answer.to_string();
+            let _ = write!(
+                writer,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, asked)
+}
+
+/// `search --model <the legacy model>` right after `migrate`: the legacy
+/// vectors are searchable once an endpoint embeds the query with that
+/// model, also one that serves it under another name; without one the
+/// message says so instead of the generic advice.
+#[test]
+fn the_legacy_vectors_are_searched_with_the_legacy_model_right_after_migrate() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let (legacy_path, _) = legacy_file(agent.dir.path(), &Spec::small(8));
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    assert_eq!(migrate(&agent, &legacy_path, &report, &[])["ok"], true);
+    let search = [
+        "search",
+        "สวัสดีครับ",
+        "--model",
+        "all-MiniLM-L6-v2",
+        "--k",
+        "3",
+    ];
+
+    let out = agent.run(&search);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("vectors of all-MiniLM-L6-v2")
+            && stderr.contains("THAI_AGENT_EMBED_URL")
+            && stderr.contains("[embed.endpoint_names]"),
+        "{stderr}"
+    );
+
+    // An endpoint (like Ollama) that serves the model as all-minilm, and
+    // embeds any text as the legacy vector of one migrated fragment.
+    let fragment = *server_ids(&stack, "content_fragments")
+        .iter()
+        .next()
+        .unwrap();
+    let blob: Vec<u8> = legacy
+        .query_row(
+            "SELECT v.embedding FROM vec_embeddings v JOIN vector_embeddings e ON e.id = v.rowid
+             WHERE e.source_type = 'content_fragment' AND e.source_id = ?1",
+            [fragment],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let vector: Vec<f32> = blob
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let (url, asked) = embeddings_endpoint("all-minilm", vector.clone());
+    let config = agent.dir.path().join("config.toml");
+    std::fs::write(&config, format!("[embed]\nurl = \"{url}\"\n")).unwrap();
+    // Asked for the model by the legacy file's name, it does not know it.
+    let out = agent.run(&search);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        format!(
+            "[embed]\nurl = \"{url}\"\n\n[embed.endpoint_names]\n\"all-MiniLM-L6-v2\" = \"all-minilm\"\n"
+        ),
+    )
+    .unwrap();
+    let hits = agent.run_json(&search);
+    assert_eq!(hits[0]["id"], fragment, "{hits:#}");
+    // The agent L2-normalises what an endpoint returns; the fixture's
+    // legacy vectors are not unit length: the query is this vector scaled.
+    let norm = vector
+        .iter()
+        .map(|x| f64::from(*x).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let distance = hits[0]["distance"].as_f64().unwrap();
+    assert!((distance - (norm - 1.0).abs()).abs() < 1e-3, "{hits:#}");
+    assert_eq!(
+        asked.lock().unwrap().as_slice(),
+        ["all-MiniLM-L6-v2", "all-minilm"]
+    );
+}
+
+/// Both sides went on numbering after the migration: a row the legacy file
+/// gained with an id the server has since given to another row is not sent
+/// over it; the run stops before sending anything and says what to do.
+#[test]
+fn a_new_legacy_row_whose_id_the_server_gave_out_since_is_not_sent_over_it() {
+    let stack = Stack::start();
+    let agent = service_agent(&stack);
+    let spec = Spec {
+        contents: 5,
+        fragments_per_content: 1,
+        assets: 2,
+        asset_bytes: 512,
+        rankings: 2,
+        defect_every: 0,
+        vectors: false,
+        seed: 12,
+    };
+    let (legacy_path, _) = legacy_file(agent.dir.path(), &spec);
+    let legacy = rusqlite::Connection::open(&legacy_path).unwrap();
+    let report = agent.dir.path().join("rejects.jsonl");
+    assert_eq!(migrate(&agent, &legacy_path, &report, &[])["ok"], true);
+    let on_server = stack.create(
+        "/api/content",
+        json!({"title": "บนเซิร์ฟเวอร์", "content_type": "word", "native_text": "ใหม่",
+               "translation": "made on the server", "ipa": "màj"}),
+    );
+    legacy
+        .execute(
+            "INSERT INTO learning_content (id, title, content_type, language, native_text, translation, ipa)
+             VALUES (?1, 'ในไฟล์เก่า', 'word', 'thai', 'เก่า', 'made in the old app', 'kàw')",
+            [on_server],
+        )
+        .unwrap();
+    let log = count(&stack, "change_log");
+    let out = agent
+        .start(&migrate_args(&legacy_path, &report, &[]))
+        .finish(MIGRATE_LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "content {on_server}: new in the legacy file since the migration of "
+        )) && stderr.contains("nothing was sent")
+            && !stderr.contains("run the same command again"),
+        "{stderr}"
+    );
+    assert_eq!(count(&stack, "change_log"), log, "something was sent");
+    assert_eq!(title(&stack, on_server), "บนเซิร์ฟเวอร์");
+
+    // Renumbered in the legacy file, it goes.
+    let free = on_server + 100;
+    legacy
+        .execute(
+            "UPDATE learning_content SET id = ?1 WHERE id = ?2",
+            [free, on_server],
+        )
+        .unwrap();
+    let again = migrate(&agent, &legacy_path, &report, &[]);
+    assert_eq!(again["ok"], true, "{again:#}");
+    assert_eq!(sent(&again, "learning_content"), 1);
+    assert_eq!(title(&stack, free), "ในไฟล์เก่า");
+    assert_eq!(title(&stack, on_server), "บนเซิร์ฟเวอร์");
 }

@@ -375,3 +375,49 @@ fn a_database_outage_is_ridden_out_with_backoff() {
     agent.run_json(&["pull"]);
     assert_mirror_equals_server(&stack, &agent);
 }
+
+#[test]
+fn pull_suggests_embed_only_when_contents_or_fragments_changed() {
+    let _serial = support::serial();
+    let stack = Stack::start();
+    seed(&stack, 2);
+    let agent = Agent::new(&stack);
+    let said = |out: std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let embed = "Next: `local-agent embed`";
+    let first = said(agent.run(&["pull"]));
+    assert!(first.contains(embed), "{first}");
+
+    // Only an asset and a ranking change: nothing for `embed` to index.
+    let fragment = stack.query_i64("SELECT min(id)::bigint FROM content_fragments");
+    let asset = stack.upload(fragment, b"ID3 more audio");
+    stack.create(
+        "/api/rankings",
+        json!({"fragment_id": fragment, "asset_id": asset, "rank_score": "3.50",
+               "assessed_by": "nok"}),
+    );
+    stack.sql(
+        "UPDATE rankings SET assessment_notes = 'ชัด' WHERE id = (SELECT min(id) FROM rankings)",
+    );
+    let media = said(agent.run(&["pull"]));
+    assert!(media.contains("rows added or updated"), "{media}");
+    assert!(!media.contains("embed"), "{media}");
+
+    // A fragment's text changes: now there is.
+    let (status, body) = stack.call(
+        "PATCH",
+        &format!("/api/fragments/{fragment}"),
+        Some(json!({"body_text": "hello there"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let text = said(agent.run(&["pull"]));
+    assert!(text.contains(embed), "{text}");
+    let json = agent.run_json(&["pull"]);
+    assert_eq!(json["text_upserts"], 0, "{json}");
+}

@@ -217,28 +217,86 @@ pub fn bounded_text(text: &str, max: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The Content-Type an asset is sent with: from its metadata's `format`
-/// (or `mime`/`content_type`) when present, else application/octet-stream.
-pub fn media_type(metadata: Option<&Value>) -> String {
+/// The Content-Type an asset is sent with, from what its legacy metadata
+/// says: an explicit media type (`mime_type`, `mimetype`, `mimeType`, `mime`,
+/// `content_type`, `contentType`), else a format or extension (`format`,
+/// `extension`, `ext`), else the extension of a file name (`filename`,
+/// `file_name`, `file`, `path`, `name`, `url`), else
+/// application/octet-stream. `asset_type` decides formats that can be
+/// audio or video (webm).
+pub fn media_type(metadata: Option<&Value>, asset_type: &str) -> String {
     let get = |k: &str| metadata.and_then(|m| m.get(k)).and_then(Value::as_str);
-    if let Some(explicit) = get("content_type").or_else(|| get("mime"))
-        && explicit.contains('/')
-    {
-        return explicit.to_owned();
+    let explicit = [
+        "mime_type",
+        "mimetype",
+        "mimeType",
+        "mime",
+        "content_type",
+        "contentType",
+    ]
+    .into_iter()
+    .filter_map(get)
+    .map(str::trim)
+    .find(|t| is_media_type(t));
+    if let Some(t) = explicit {
+        return t.to_ascii_lowercase();
     }
-    let known = match get("format").map(str::to_ascii_lowercase).as_deref() {
-        Some("mp3") => Some("audio/mpeg"),
-        Some("wav") => Some("audio/wav"),
-        Some("ogg") => Some("audio/ogg"),
-        Some("m4a") => Some("audio/mp4"),
-        Some("png") => Some("image/png"),
-        Some("jpg" | "jpeg") => Some("image/jpeg"),
-        Some("webp") => Some("image/webp"),
-        Some("mp4") => Some("video/mp4"),
-        Some("webm") => Some("video/webm"),
-        _ => None,
+    let format = ["format", "extension", "ext"]
+        .into_iter()
+        .filter_map(get)
+        .map(|f| f.trim().trim_start_matches('.').to_ascii_lowercase())
+        .find(|f| !f.is_empty());
+    let from_name = || {
+        ["filename", "file_name", "file", "path", "name", "url"]
+            .into_iter()
+            .filter_map(get)
+            .filter_map(|n| {
+                let n = n.split(['?', '#']).next().unwrap_or(n);
+                let file = n.rsplit(['/', '\\']).next().unwrap_or(n);
+                file.rsplit_once('.')
+                    .map(|(_, ext)| ext.to_ascii_lowercase())
+            })
+            .next()
     };
-    known.unwrap_or("application/octet-stream").to_owned()
+    format
+        .or_else(from_name)
+        .and_then(|f| by_format(&f, asset_type))
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+/// `type/subtype` in the characters RFC 6838 allows (parameters such as
+/// `; codecs=…` are kept).
+fn is_media_type(text: &str) -> bool {
+    let essence = text.split(';').next().unwrap_or_default().trim();
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+    };
+    matches!(essence.split_once('/'), Some((t, sub)) if token(t) && token(sub))
+}
+
+fn by_format(format: &str, asset_type: &str) -> Option<&'static str> {
+    Some(match format {
+        "mp3" | "mpeg" | "mpga" => "audio/mpeg",
+        "wav" | "wave" => "audio/wav",
+        "ogg" | "oga" => "audio/ogg",
+        "opus" => "audio/opus",
+        "m4a" => "audio/mp4",
+        "aac" => "audio/aac",
+        "flac" => "audio/flac",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "mp4" | "m4v" => "video/mp4",
+        "mov" => "video/quicktime",
+        "webm" if asset_type == "audio" => "audio/webm",
+        "webm" => "video/webm",
+        _ => return None,
+    })
 }
 
 /// A JSON value with object keys sorted, for checksums that do not depend
@@ -412,10 +470,47 @@ mod tests {
     }
 
     #[test]
-    fn media_types_and_canonical_json() {
-        let meta = serde_json::json!({"format": "mp3"});
-        assert_eq!(media_type(Some(&meta)), "audio/mpeg");
-        assert_eq!(media_type(None), "application/octet-stream");
+    fn media_types_from_what_legacy_metadata_carries() {
+        use serde_json::json;
+        let of = |meta: serde_json::Value| media_type(Some(&meta), "audio");
+        assert_eq!(of(json!({"format": "mp3"})), "audio/mpeg");
+        assert_eq!(of(json!({"mime_type": "audio/mpeg"})), "audio/mpeg");
+        assert_eq!(of(json!({"mimeType": "Audio/OGG"})), "audio/ogg");
+        assert_eq!(
+            of(json!({"content_type": "audio/webm; codecs=opus"})),
+            "audio/webm; codecs=opus"
+        );
+        // An explicit type wins over the format; one that is not a media
+        // type does not.
+        assert_eq!(
+            of(json!({"mime_type": "audio/wav", "format": "mp3"})),
+            "audio/wav"
+        );
+        assert_eq!(
+            of(json!({"mime_type": "mp3 audio", "format": "mp3"})),
+            "audio/mpeg"
+        );
+        assert_eq!(of(json!({"extension": ".WAV"})), "audio/wav");
+        assert_eq!(of(json!({"filename": "tts/สวัสดี.m4a"})), "audio/mp4");
+        assert_eq!(
+            of(json!({"url": "https://cdn.example/a/b.ogg?v=2"})),
+            "audio/ogg"
+        );
+        assert_eq!(of(json!({"format": "webm"})), "audio/webm");
+        assert_eq!(
+            media_type(Some(&json!({"format": "webm"})), "video"),
+            "video/webm"
+        );
+        assert_eq!(
+            of(json!({"voice": "th-TH", "format": "xyz"})),
+            "application/octet-stream"
+        );
+        assert_eq!(of(json!({"format": 3})), "application/octet-stream");
+        assert_eq!(media_type(None, "audio"), "application/octet-stream");
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order_and_number_spelling() {
         assert_eq!(
             canonical(&serde_json::json!({"b": 1.50, "a": [1, {"d": 2, "c": "x"}]})),
             canonical(&serde_json::from_str(r#"{"a":[1,{"c":"x","d":2}],"b":1.5}"#).unwrap())

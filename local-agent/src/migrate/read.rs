@@ -4,9 +4,9 @@
 //! parent the file does not hold is an `orphan`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
@@ -93,35 +93,89 @@ pub fn checksum(value: &Value) -> String {
     hex::encode(Sha256::digest(convert::canonical(value).as_bytes()))
 }
 
+/// Why the file given to `migrate` cannot be read as a legacy file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LegacyFileError {
+    #[error(
+        "there is no file {}: give the path of the old application's SQLite file \
+         (anki_vector_db.db)", path.display()
+    )]
+    Missing { path: PathBuf },
+    #[error(
+        "{} is not an SQLite database (SQLite: {detail}); `local-agent migrate` reads the old \
+         application's SQLite file (anki_vector_db.db, with the tables of \
+         local-agent/legacy/schema.sql): check the path, and that the file is not an export \
+         or a copy that was cut short", path.display()
+    )]
+    NotSqlite { path: PathBuf, detail: String },
+    #[error(
+        "{} is an SQLite database but not the old application's: it lacks the table(s) {}; \
+         `local-agent migrate` reads anki_vector_db.db, with the tables of \
+         local-agent/legacy/schema.sql", path.display(), missing.join(", ")
+    )]
+    NotLegacy {
+        path: PathBuf,
+        missing: Vec<&'static str>,
+    },
+    #[error("reading the legacy file {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
 /// Opens the legacy file read-only (sqlite-vec must be registered for its
 /// vec0 table to be readable; the store does that).
-pub fn open(path: &Path) -> Result<Connection> {
+pub fn open(path: &Path) -> Result<Connection, LegacyFileError> {
+    if !path.exists() {
+        return Err(LegacyFileError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    let sqlite = |source: rusqlite::Error| match source {
+        // SQLite opens lazily: a file that is not a database fails at the
+        // first read, with "file is not a database" (code 26).
+        rusqlite::Error::SqliteFailure(e, detail)
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            LegacyFileError::NotSqlite {
+                path: path.to_owned(),
+                detail: detail.unwrap_or_else(|| e.to_string()),
+            }
+        }
+        source => LegacyFileError::Sqlite {
+            path: path.to_owned(),
+            source,
+        },
+    };
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .with_context(|| format!("opening the legacy file {}", path.display()))?;
-    let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN
-           ('learning_content', 'content_fragments', 'fragment_assets', 'rankings')",
-        [],
-        |r| r.get(0),
-    )?;
-    anyhow::ensure!(
-        tables == 4,
-        "{} is not a legacy file: it lacks some of learning_content, content_fragments, \
-         fragment_assets, rankings",
-        path.display()
-    );
+    .map_err(sqlite)?;
+    let mut missing = Vec::new();
+    for table in [CONTENT, FRAGMENTS, ASSETS, RANKINGS] {
+        if !has_table(&conn, table).map_err(sqlite)? {
+            missing.push(table);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(LegacyFileError::NotLegacy {
+            path: path.to_owned(),
+            missing,
+        });
+    }
     Ok(conn)
 }
 
-fn has_table(conn: &Connection, name: &str) -> Result<bool> {
-    Ok(conn.query_row(
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?1)",
         [name],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Raw rows of a query, each as (column name → SQLite value).
@@ -401,7 +455,7 @@ pub fn plan(conn: &Connection, repairs: Repairs) -> Result<Plan> {
             plan.assets.push(Asset {
                 id,
                 fragment_id,
-                content_type: convert::media_type(metadata.as_ref()),
+                content_type: convert::media_type(metadata.as_ref(), &asset_type),
                 asset_type,
                 metadata,
                 created_at,

@@ -13,6 +13,15 @@
 //! the final verification reads the server back, and a row it finds missing
 //! or different loses its record, so that the next run sends it again.
 //!
+//! Re-running after a finished migration (recorded in `migration_finished`
+//! once a verification passed): the rows it delivered are never sent again,
+//! whatever their checksum now, and neither are the cards and vectors, so
+//! that nothing the user or the agent did since is undone (a content
+//! deleted on the server, a card the Anki push updated, vectors `embed`
+//! pruned). Rows the legacy file gained since are sent. The verification
+//! reports what changed since instead of failing on it. `--resend` sends
+//! everything again.
+//!
 //! An API that stops answering (its database down: 503 + Retry-After) is
 //! waited for by the client's backoff; when that runs out the run stops
 //! with an error that says to run the same command again.
@@ -22,14 +31,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::convert::Repairs;
 use super::read::{self, ASSETS, CONTENT, FRAGMENTS, Plan, RANKINGS, Row};
 use super::report::Reason;
-use super::verify::{self, TableCheck};
+use super::verify::{self, Migrated, Since, TableCheck};
 use crate::api::{ApiClient, ApiError};
 use crate::pull::{self, PullOptions};
 use crate::store::Store;
@@ -45,6 +54,8 @@ pub struct Options {
     pub repairs: Repairs,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// Send every row again, even after a finished migration.
+    pub resend: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -67,9 +78,30 @@ pub struct StoreCopy {
     pub anki_cards: usize,
     pub vector_embeddings: usize,
     pub vectors: usize,
-    /// Legacy rows of anki_cards / vector_embeddings the store does not
-    /// hold identically after the copy (an id taken by another row).
+    /// Legacy rows of anki_cards / vector_embeddings whose id the store
+    /// gives to another card or vector after the copy. (The agent's own
+    /// updates of a copied row, a push or a re-embedding, are not
+    /// conflicts.)
     pub conflicts: usize,
+}
+
+/// A finished migration of this legacy file to this server, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finished {
+    pub finished_at: String,
+    pub api_url: String,
+    /// Rows it delivered.
+    pub rows: usize,
+    /// Whether the legacy file holds now what it held then.
+    pub legacy_unchanged: bool,
+}
+
+/// A row a finished migration delivered that differs now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangedSince {
+    pub table: &'static str,
+    pub id: i64,
+    pub change: Since,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -77,7 +109,11 @@ pub struct Summary {
     pub legacy: PathBuf,
     pub dry_run: bool,
     pub tables: Vec<TableRun>,
+    /// Rows rejected (a row counts once, whatever its reasons).
     pub rejected_rows: usize,
+    /// Lines of the reject report: one per refused value.
+    pub reject_lines: usize,
+    /// Reject lines per reason.
     pub rejects_by_reason: std::collections::BTreeMap<&'static str, usize>,
     pub reject_report: PathBuf,
     pub next_ids: Option<Value>,
@@ -88,18 +124,15 @@ pub struct Summary {
     pub mb_per_second: f64,
     /// Nothing was sent: everything had arrived before.
     pub nothing_to_do: bool,
+    /// `--resend`: every row was sent again.
+    pub resend: bool,
+    /// The finished migration this run found: it only checked and sent
+    /// rows the legacy file gained since.
+    pub migrated_before: Option<Finished>,
+    /// What differs from that migration; not undone.
+    pub changed_since: Vec<ChangedSince>,
     pub ok: bool,
 }
-
-const PROGRESS_DDL: &str = "
-CREATE TABLE IF NOT EXISTS migration_progress (
-    source     TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    id         INTEGER NOT NULL,
-    checksum   TEXT NOT NULL,
-    arrived_at TEXT NOT NULL,
-    PRIMARY KEY (source, table_name, id)
-)";
 
 fn source_key(path: &Path) -> String {
     std::fs::canonicalize(path)
@@ -108,13 +141,138 @@ fn source_key(path: &Path) -> String {
         .to_string()
 }
 
-fn arrived(conn: &Connection, source: &str, table: &str, id: i64, checksum: &str) -> Result<bool> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM migration_progress
-             WHERE source = ?1 AND table_name = ?2 AND id = ?3 AND checksum = ?4)",
-        )?
-        .query_row(params![source, table, id, checksum], |r| r.get(0))?)
+/// What the store records as delivered from `source`.
+fn delivered(conn: &Connection, source: &str) -> Result<Migrated> {
+    let mut out = Migrated::new();
+    let mut stmt =
+        conn.prepare("SELECT table_name, id, checksum FROM migration_progress WHERE source = ?1")?;
+    let rows = stmt.query_map([source], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (table, id, checksum) = row?;
+        if let Some(table) = [CONTENT, FRAGMENTS, ASSETS, RANKINGS]
+            .into_iter()
+            .find(|t| *t == table)
+        {
+            out.entry(table).or_default().insert(id, checksum);
+        }
+    }
+    Ok(out)
+}
+
+/// Which rows a run leaves out.
+enum Skip<'a> {
+    /// Resuming: rows recorded as arrived with the checksum they have now.
+    Arrived(&'a Migrated),
+    /// After a finished migration: every row it delivered, whatever it
+    /// holds now (a changed legacy row is reported, not sent).
+    Delivered(&'a Migrated),
+    /// `--resend`: none.
+    Nothing,
+}
+
+impl Skip<'_> {
+    fn skips(&self, table: &str, id: i64, checksum: &str) -> bool {
+        let recorded = |m: &Migrated| m.get(table).and_then(|t| t.get(&id)).cloned();
+        match self {
+            Skip::Arrived(m) => recorded(m).is_some_and(|c| c == checksum),
+            Skip::Delivered(m) => recorded(m).is_some(),
+            Skip::Nothing => false,
+        }
+    }
+}
+
+/// The finished migration of `source` to `api_url`, if there is one.
+fn finished(
+    conn: &Connection,
+    source: &str,
+    api_url: &str,
+    plan: &Plan,
+) -> Result<Option<Finished>> {
+    let row = conn
+        .query_row(
+            "SELECT finished_at, rows, fingerprint FROM migration_finished
+             WHERE source = ?1 AND api_url = ?2",
+            params![source, api_url],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row.map(|(finished_at, rows, fingerprint)| Finished {
+        finished_at,
+        api_url: api_url.to_owned(),
+        rows: rows as usize,
+        legacy_unchanged: fingerprint == plan_fingerprint(plan),
+    }))
+}
+
+/// Every row of the plan by table, id and checksum, hashed: equal
+/// fingerprints mean the legacy file holds the same rows.
+fn plan_fingerprint(plan: &Plan) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (table, id, checksum) in plan_rows(plan) {
+        hash.update(format!("{table}\t{id}\t{checksum}\n"));
+    }
+    hex::encode(hash.finalize())
+}
+
+fn plan_rows(plan: &Plan) -> Vec<(&'static str, i64, String)> {
+    let rows = |table: &'static str, rows: &[Row]| {
+        rows.iter()
+            .map(|r| (table, r.id, r.checksum.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut all = rows(CONTENT, &plan.content);
+    all.extend(rows(FRAGMENTS, &plan.fragments));
+    all.extend(plan.assets.iter().map(|a| (ASSETS, a.id, a.checksum())));
+    all.extend(rows(RANKINGS, &plan.rankings));
+    all
+}
+
+/// Records the migration of `source` as finished: every row of the plan
+/// (all verified) as delivered, with the plan's fingerprint.
+fn mark_finished(conn: &Connection, source: &str, api_url: &str, plan: &Plan) -> Result<()> {
+    let rows = plan_rows(plan);
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for (table, id, checksum) in &rows {
+            conn.prepare_cached(
+                "INSERT INTO migration_progress (source, table_name, id, checksum, arrived_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source, table_name, id) DO UPDATE SET checksum = excluded.checksum",
+            )?
+            .execute(params![source, table, id, checksum, now])?;
+        }
+        conn.execute(
+            "INSERT INTO migration_finished (source, finished_at, fingerprint, rows, api_url, checked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?2)
+             ON CONFLICT (source) DO UPDATE SET finished_at = excluded.finished_at,
+                 fingerprint = excluded.fingerprint, rows = excluded.rows,
+                 api_url = excluded.api_url, checked_at = excluded.checked_at",
+            params![source, now, plan_fingerprint(plan), rows.len() as i64, api_url],
+        )?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 fn record(conn: &Connection, source: &str, table: &str, done: &[(i64, String)]) -> Result<()> {
@@ -187,9 +345,11 @@ fn refused(e: &ApiError) -> Option<String> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn send_rows(
     client: &ApiClient,
-    progress: Option<&Connection>,
+    progress: &Connection,
+    skip: &Skip<'_>,
     source: &str,
     table: &'static str,
     rows: &[Row],
@@ -204,9 +364,7 @@ fn send_rows(
     let pb = bar(show, rows.len() as u64, table, false);
     let mut pending = Vec::new();
     for row in rows {
-        if let Some(conn) = progress
-            && arrived(conn, source, table, row.id, &row.checksum)?
-        {
+        if skip.skips(table, row.id, &row.checksum) {
             run.resumed += 1;
             pb.inc(1);
             continue;
@@ -241,11 +399,8 @@ fn send_rows(
             }
         };
         run.sent += done.len();
-        if let Some(conn) = progress {
-            let arrived: Vec<(i64, String)> =
-                done.iter().map(|r| (r.id, r.checksum.clone())).collect();
-            record(conn, source, table, &arrived)?;
-        }
+        let arrived: Vec<(i64, String)> = done.iter().map(|r| (r.id, r.checksum.clone())).collect();
+        record(progress, source, table, &arrived)?;
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
@@ -281,6 +436,7 @@ fn send_assets(
     client: &ApiClient,
     legacy: &Connection,
     progress: &Connection,
+    skip: &Skip<'_>,
     source: &str,
     plan: &mut Plan,
     show: bool,
@@ -357,6 +513,13 @@ fn send_assets(
             Ok(())
         };
         for asset in assets {
+            // Resuming relies on the server's listing for assets, not on the
+            // records; after a finished migration the records decide.
+            if matches!(skip, Skip::Delivered(_)) && skip.skips(ASSETS, asset.id, &asset.checksum())
+            {
+                resumed.push(asset);
+                continue;
+            }
             let want = asset.projection();
             if let Some(got) = on_server.get(&asset.id)
                 && read::checksum(&verify::project(got, &want)) == read::checksum(&want)
@@ -394,7 +557,10 @@ fn send_assets(
 
 /// Copies anki_cards, vector_embeddings and the vectors into the store,
 /// unchanged and with their ids; rows the store holds already are left
-/// alone, and any legacy row not then held identically is a conflict.
+/// alone. A legacy row whose id the store then gives to another card (other
+/// content or fragment) or vector (other source or model) is a conflict;
+/// the same card or vector updated since (a push records new fields, hash,
+/// status and maybe a new note id; `embed` a new text hash) is not.
 pub fn copy_into_store(store: &Store, legacy: &Path, plan: &Plan) -> Result<StoreCopy> {
     let conn = store.conn();
     conn.execute(
@@ -426,19 +592,22 @@ pub fn copy_into_store(store: &Store, legacy: &Path, plan: &Plan) -> Result<Stor
             }
         }
         conn.execute_batch("COMMIT")?;
-        let missing = |table: &str| -> Result<usize> {
+        let missing = |table: &str, identity: &str| -> Result<usize> {
             let n: i64 = conn.query_row(
-                &format!("SELECT count(*) FROM (SELECT * FROM legacy.{table} EXCEPT SELECT * FROM main.{table})"),
+                &format!(
+                    "SELECT count(*) FROM (SELECT {identity} FROM legacy.{table}
+                     EXCEPT SELECT {identity} FROM main.{table})"
+                ),
                 [],
                 |r| r.get(0),
             )?;
             Ok(n as usize)
         };
         if plan.has_cards {
-            copy.conflicts += missing("anki_cards")?;
+            copy.conflicts += missing("anki_cards", "id, learning_content_id, fragment_id")?;
         }
         if plan.has_vectors {
-            copy.conflicts += missing("vector_embeddings")?;
+            copy.conflicts += missing("vector_embeddings", "id, source_type, source_id, model")?;
         }
         Ok(copy)
     })();
@@ -463,6 +632,7 @@ pub fn run(
         legacy: opts.legacy.clone(),
         dry_run: opts.dry_run,
         reject_report: opts.reject_report.clone(),
+        resend: opts.resend,
         ..Summary::default()
     };
     let (Some(store), Some(client), false) = (store, client, opts.dry_run) else {
@@ -481,10 +651,121 @@ pub fn run(
         summary.ok = true;
         return Ok(summary);
     };
-    migrate_into(opts, store, client, &legacy, plan, summary, started).context(
-        "the migration stopped before it finished; run the same command again to resume \
-         (what arrived is recorded and is not sent twice)",
-    )
+    migrate_into(opts, store, client, &legacy, plan, summary, started).map_err(|e| {
+        if e.is::<IdsTaken>() {
+            // Running it again would not help: the message says what does.
+            e
+        } else {
+            e.context(
+                "the migration stopped before it finished; run the same command again to \
+                 resume (what arrived is recorded and is not sent twice)",
+            )
+        }
+    })
+}
+
+/// Rows the legacy file gained since a finished migration whose ids the
+/// server has given to other rows since (both sides went on numbering from
+/// the same place): sending them would overwrite the server's rows.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: new in the legacy file since the migration of {}, but the server has given \
+     these ids to other rows since; nothing was sent. Importing them would overwrite the \
+     server's rows: remove them from the legacy file, or give them (and their fragments, \
+     assets and rankings) ids the server does not use, then run migrate again",
+    .taken.iter().map(|(table, ids)| format!("{} {}", noun(table, ids.len()), join(ids))).collect::<Vec<_>>().join("; "),
+    when(.finished_at)
+)]
+pub struct IdsTaken {
+    pub finished_at: String,
+    pub taken: Vec<(&'static str, Vec<i64>)>,
+}
+
+fn noun(table: &str, n: usize) -> String {
+    let one = match table {
+        CONTENT => "content",
+        FRAGMENTS => "fragment",
+        ASSETS => "asset",
+        RANKINGS => "ranking",
+        _ => "row",
+    };
+    if n == 1 {
+        one.to_owned()
+    } else {
+        format!("{one}s")
+    }
+}
+
+fn join(ids: &[i64]) -> String {
+    let mut listed = ids
+        .iter()
+        .take(LISTED)
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > LISTED {
+        listed.push_str(&format!(" and {} more", ids.len() - LISTED));
+    }
+    listed
+}
+
+/// After a finished migration: the new legacy rows (never delivered) whose
+/// ids the server holds with another row.
+fn ids_taken(
+    client: &ApiClient,
+    plan: &Plan,
+    skip: &Skip<'_>,
+    finished_at: &str,
+) -> Result<Option<IdsTaken>> {
+    let mut taken = Vec::new();
+    // Per table: each row's id, checksum and what is compared with the server.
+    type Rows = Vec<(i64, String, Value)>;
+    let mut rows: Vec<(&'static str, Rows)> = Vec::new();
+    for (table, list) in [
+        (CONTENT, &plan.content),
+        (FRAGMENTS, &plan.fragments),
+        (RANKINGS, &plan.rankings),
+    ] {
+        rows.push((
+            table,
+            list.iter()
+                .map(|r| (r.id, r.checksum.clone(), r.json.clone()))
+                .collect(),
+        ));
+    }
+    rows.push((
+        ASSETS,
+        plan.assets
+            .iter()
+            .map(|a| (a.id, a.checksum(), a.projection()))
+            .collect(),
+    ));
+    for (table, rows) in rows {
+        let new: Vec<_> = rows
+            .into_iter()
+            .filter(|(id, checksum, _)| !skip.skips(table, *id, checksum))
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
+        let on_server = verify::server_rows(client, table)?;
+        let ids: Vec<i64> = new
+            .iter()
+            .filter(|(id, checksum, want)| {
+                on_server
+                    .get(id)
+                    .is_some_and(|got| read::checksum(&verify::project(got, want)) != *checksum)
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        if !ids.is_empty() {
+            taken.push((table, ids));
+        }
+    }
+    Ok((!taken.is_empty()).then(|| IdsTaken {
+        finished_at: finished_at.to_owned(),
+        taken,
+    }))
 }
 
 /// The migration proper, after the plan: send, move the sequences, verify,
@@ -499,33 +780,49 @@ fn migrate_into(
     started: Instant,
 ) -> Result<Summary> {
     let source = source_key(&opts.legacy);
-    store.conn().execute_batch(PROGRESS_DDL)?;
     let show = opts.progress;
+    let api_url = client.base_url().to_owned();
+    let before = if opts.resend {
+        None
+    } else {
+        finished(store.conn(), &source, &api_url, &plan)?
+    };
+    let recorded = delivered(store.conn(), &source)?;
+    let skip = match (&before, opts.resend) {
+        (_, true) => Skip::Nothing,
+        (Some(_), false) => Skip::Delivered(&recorded),
+        (None, false) => Skip::Arrived(&recorded),
+    };
 
-    let content = plan.content.clone();
-    let mut runs = vec![send_rows(
-        client,
-        Some(store.conn()),
-        &source,
-        CONTENT,
-        &content,
-        &mut plan.rejects,
-        show,
-    )?];
-    let fragments = plan.fragments.clone();
-    runs.push(send_rows(
-        client,
-        Some(store.conn()),
-        &source,
-        FRAGMENTS,
-        &fragments,
-        &mut plan.rejects,
-        show,
-    )?);
+    if let (Some(before), Skip::Delivered(_)) = (&before, &skip)
+        && let Some(taken) = ids_taken(client, &plan, &skip, &before.finished_at)?
+    {
+        return Err(taken.into());
+    }
+
+    let mut runs = Vec::new();
+    for table in [CONTENT, FRAGMENTS] {
+        let rows = if table == CONTENT {
+            plan.content.clone()
+        } else {
+            plan.fragments.clone()
+        };
+        runs.push(send_rows(
+            client,
+            store.conn(),
+            &skip,
+            &source,
+            table,
+            &rows,
+            &mut plan.rejects,
+            show,
+        )?);
+    }
     runs.push(send_assets(
         client,
         legacy,
         store.conn(),
+        &skip,
         &source,
         &mut plan,
         show,
@@ -533,7 +830,8 @@ fn migrate_into(
     let rankings = plan.rankings.clone();
     runs.push(send_rows(
         client,
-        Some(store.conn()),
+        store.conn(),
+        &skip,
         &source,
         RANKINGS,
         &rankings,
@@ -566,26 +864,59 @@ fn migrate_into(
             .context("moving the sequences past the imported ids")?["next_ids"]
             .clone(),
     );
-    summary.verification = verify::verify(client, &plan)?;
+    let baseline = before.as_ref().map(|_| &recorded);
+    summary.verification = verify::verify(client, &plan, baseline)?;
     // A row recorded as arrived that the server does not hold as sent (a
     // database restored from an older backup, another server behind the
-    // same store, an edit since) would be skipped by every later run, and
-    // the failure would remain however often the user runs it again.
+    // same store) would be skipped by every later run, and the failure
+    // would remain however often the user runs it again. After a finished
+    // migration such rows were changed since, are not failures, and keep
+    // their records: they are reported, not sent.
     forget(store.conn(), &source, &summary.verification)?;
+    summary.changed_since = summary
+        .verification
+        .iter()
+        .flat_map(|check| {
+            check.since.iter().map(|(id, change)| ChangedSince {
+                table: check.table,
+                id: *id,
+                change: *change,
+            })
+        })
+        .collect();
 
     // The mirror, then the legacy cards and vectors, so that search and the
-    // Anki push work right away.
+    // Anki push work right away. After a finished migration they are the
+    // agent's own since: a push updates cards, `embed` prunes vectors.
     pull::pull(store, client, PullOptions::default(), |_| {}).context("pulling into the store")?;
-    summary.store = Some(copy_into_store(store, &opts.legacy, &plan)?);
+    if before.is_none() {
+        summary.store = Some(copy_into_store(store, &opts.legacy, &plan)?);
+    }
 
     finish_summary(&mut summary, &plan, started);
     summary.ok = summary.verification.iter().all(TableCheck::ok)
         && summary.store.as_ref().is_none_or(|s| s.conflicts == 0);
+    if summary.ok {
+        if before.is_none() {
+            crate::store::failpoint("migrate-finish");
+            mark_finished(store.conn(), &source, &api_url, &plan)?;
+        } else {
+            store.conn().execute(
+                "UPDATE migration_finished SET checked_at = ?2 WHERE source = ?1",
+                params![
+                    source,
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ],
+            )?;
+        }
+    }
+    summary.migrated_before = before;
     Ok(summary)
 }
 
 fn finish_summary(summary: &mut Summary, plan: &Plan, started: Instant) {
     summary.rejected_rows = plan.rejects.total_rows();
+    summary.reject_lines = plan.rejects.lines.len();
     summary.rejects_by_reason = plan.rejects.by_reason();
     summary.seconds = started.elapsed().as_secs_f64();
     let moved: usize = summary.tables.iter().map(|t| t.sent + t.resumed).sum();
@@ -616,30 +947,30 @@ pub fn render(s: &Summary) -> String {
             t.bytes as f64 / 1e6
         ));
     }
-    out.push_str(&format!(
-        "\n{} rows rejected ({}), report: {}\n",
-        s.rejected_rows,
-        if s.rejects_by_reason.is_empty() {
-            "none".to_owned()
-        } else {
-            s.rejects_by_reason
-                .iter()
-                .map(|(r, n)| format!("{r} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-        s.reject_report.display()
-    ));
+    out.push_str(&rejects_line(s));
     if s.dry_run {
         out.push_str("dry run: nothing was sent and the store was not touched\n");
         return out;
     }
     let resumed: usize = s.tables.iter().map(|t| t.resumed).sum();
+    if let Some(before) = &s.migrated_before {
+        out.push_str(&format!(
+            "this file was migrated to {} on {}: its rows are not sent again, rows added to it since are; \
+             the legacy file {}\n",
+            before.api_url,
+            when(&before.finished_at),
+            if before.legacy_unchanged {
+                "is unchanged since"
+            } else {
+                "has changed since"
+            }
+        ));
+    }
     if s.nothing_to_do {
         out.push_str(
             "nothing to do: every row and asset had arrived already; nothing was changed\n",
         );
-    } else if resumed > 0 {
+    } else if resumed > 0 && s.migrated_before.is_none() {
         out.push_str(&format!(
             "resumed: {resumed} rows/assets that an earlier run had delivered were skipped\n"
         ));
@@ -654,6 +985,21 @@ pub fn render(s: &Summary) -> String {
         s.mb_per_second,
         verify::render(&s.verification)
     ));
+    if let Some(before) = &s.migrated_before {
+        out.push_str(&changes_since(&s.changed_since, &before.finished_at));
+        out.push_str(&format!(
+            "store: anki_cards and vectors not copied again (the migration of {} copied them; \
+             since then they are the agent's own: `anki push` updates cards, `embed` prunes \
+             vectors)\n",
+            when(&before.finished_at)
+        ));
+        out.push_str(&format!(
+            "to send every row of the legacy file again, restoring what was deleted or edited \
+             on the server since, and copy back missing cards and vectors: \
+             local-agent migrate {} --resend\n",
+            s.legacy.display()
+        ));
+    }
     if let Some(c) = &s.store {
         out.push_str(&format!(
             "store: {} anki_cards, {} vector_embeddings and {} vectors copied{}\n",
@@ -668,4 +1014,173 @@ pub fn render(s: &Summary) -> String {
         ));
     }
     out
+}
+
+/// The rejects: rows (each counted once) and report lines per reason (a
+/// row refused for several reasons has a line for each).
+fn rejects_line(s: &Summary) -> String {
+    if s.rejected_rows == 0 {
+        return format!("\nno row rejected, report: {}\n", s.reject_report.display());
+    }
+    format!(
+        "\n{} rows rejected; {} reject lines, one per refused value (a row can have several), by reason: {}; report: {}\n",
+        s.rejected_rows,
+        s.reject_lines,
+        s.rejects_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.reject_report.display()
+    )
+}
+
+/// An RFC 3339 instant as `2026-05-03 14:02 UTC`.
+fn when(instant: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(instant)
+        .map(|t| t.to_utc().format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| instant.to_owned())
+}
+
+/// How many ids of one kind of change are listed before "and N more".
+const LISTED: usize = 20;
+
+/// One line per table and kind of change: "content 2: deleted on the
+/// server since the migration of …; not restored".
+fn changes_since(changes: &[ChangedSince], finished_at: &str) -> String {
+    if changes.is_empty() {
+        return "changed since the migration: nothing; the server holds every row it delivered\n"
+            .to_owned();
+    }
+    let mut groups: std::collections::BTreeMap<(usize, Since), Vec<i64>> = Default::default();
+    let tables = [CONTENT, FRAGMENTS, ASSETS, RANKINGS];
+    for c in changes {
+        let order = tables.iter().position(|t| *t == c.table).unwrap_or(0);
+        groups.entry((order, c.change)).or_default().push(c.id);
+    }
+    let date = when(finished_at);
+    let mut out = String::new();
+    for ((order, change), ids) in groups {
+        let mut listed = join(&ids);
+        if ids.len() > LISTED {
+            listed.push_str(" (--json lists them all)");
+        }
+        let what = match change {
+            Since::DeletedOnServer => {
+                format!("deleted on the server since the migration of {date}; not restored")
+            }
+            Since::EditedOnServer => format!(
+                "edited on the server since the migration of {date}; the server's version is kept"
+            ),
+            Since::ChangedInLegacy => {
+                format!("changed in the legacy file since the migration of {date}; not sent")
+            }
+        };
+        out.push_str(&format!(
+            "{} {listed}: {what}\n",
+            noun(tables[order], ids.len())
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use legacy_fixture::{LEGACY_VECTORS, legacy_schema};
+
+    #[test]
+    fn the_reject_summary_says_what_each_number_counts() {
+        let mut plan = Plan::default();
+        plan.rejects
+            .add(CONTENT, 1, "title", Reason::TooLong, "201".into());
+        plan.rejects
+            .add(CONTENT, 1, "tags", Reason::InvalidJson, "x".into());
+        plan.rejects.add(
+            FRAGMENTS,
+            5,
+            "learning_content_id",
+            Reason::ParentRejected,
+            "learning_content 1 was rejected".into(),
+        );
+        let mut summary = Summary {
+            dry_run: true,
+            reject_report: "rejects.jsonl".into(),
+            ..Summary::default()
+        };
+        finish_summary(&mut summary, &plan, Instant::now());
+        assert_eq!((summary.rejected_rows, summary.reject_lines), (2, 3));
+        let text = render(&summary);
+        assert!(
+            text.contains(
+                "2 rows rejected; 3 reject lines, one per refused value (a row can have several), \
+                 by reason: invalid_json 1, parent_rejected 1, too_long 1; report: rejects.jsonl"
+            ),
+            "{text}"
+        );
+        let none = render(&Summary {
+            dry_run: true,
+            reject_report: "rejects.jsonl".into(),
+            ..Summary::default()
+        });
+        assert!(
+            none.contains("no row rejected, report: rejects.jsonl"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn cards_and_vectors_the_agent_updated_since_are_not_conflicts_but_taken_ids_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy_path = dir.path().join("anki_vector_db.db");
+        let store = Store::open(&dir.path().join("agent.db")).unwrap();
+        let legacy = Connection::open(&legacy_path).unwrap();
+        legacy.execute_batch(&legacy_schema()).unwrap();
+        legacy.execute_batch(LEGACY_VECTORS).unwrap();
+        legacy
+            .execute_batch(
+                r#"
+                INSERT INTO anki_cards VALUES (1, 10, NULL, 1700000000001, 'Thai', 'Basic',
+                    '{"Front": "สวัสดี"}', 'aa', 'synced', NULL, NULL, NULL);
+                INSERT INTO anki_cards VALUES (2, 11, NULL, 1700000000002, 'Thai', 'Basic',
+                    '{"Front": "ขอบคุณ"}', 'bb', 'synced', NULL, NULL, NULL);
+                INSERT INTO vector_embeddings VALUES (3, 'content_fragment', 7, 'm', 384, 'cc', NULL);
+                "#,
+            )
+            .unwrap();
+        drop(legacy);
+        store
+            .conn()
+            .execute_batch(
+                r#"
+                -- Card 1 as a push left it: new fields and hash, a re-created note.
+                INSERT INTO anki_cards VALUES (1, 10, NULL, 1700000000999, 'Thai', 'Basic',
+                    '{"Front": "สวัสดีครับ"}', 'a2', 'synced', '2026-06-01T10:00:00Z', NULL, NULL);
+                -- Id 2 held by a card of another content.
+                INSERT INTO anki_cards VALUES (2, 99, NULL, NULL, 'Thai', 'Basic', '{}', NULL,
+                    'pending', NULL, NULL, NULL);
+                -- Vector 3 re-embedded from another text.
+                INSERT INTO vector_embeddings VALUES (3, 'content_fragment', 7, 'm', 384, 'c2', NULL);
+                "#,
+            )
+            .unwrap();
+        let plan = Plan {
+            has_cards: true,
+            has_vectors: true,
+            ..Plan::default()
+        };
+        let copy = copy_into_store(&store, &legacy_path, &plan).unwrap();
+        assert_eq!((copy.anki_cards, copy.vector_embeddings), (0, 0));
+        assert_eq!(copy.conflicts, 1);
+        let fields: String = store
+            .conn()
+            .query_row("SELECT fields FROM anki_cards WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            fields, r#"{"Front": "สวัสดีครับ"}"#,
+            "the push's card was replaced"
+        );
+    }
 }

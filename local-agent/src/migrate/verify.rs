@@ -4,8 +4,12 @@
 //! JSON as JSON, timestamps as instants, scores exactly, asset sha256 and
 //! size). Rows on the server that the file does not hold are counted as
 //! `extra` but do not fail the check (they may have been written since).
+//!
+//! After a finished migration, a row it migrated that is now missing or
+//! different was changed since (deleted or edited on the server, or changed
+//! in the legacy file): it is reported as such, not as a failure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -25,18 +29,43 @@ pub struct TableCheck {
     pub missing: usize,
     pub differing: usize,
     pub extra: usize,
-    /// A few ids that are missing or differ, for the message.
+    /// Of the missing and differing rows, those a finished migration had
+    /// delivered and that were changed since: not failures.
+    pub changed_since: usize,
+    /// A few ids that are missing or differ (changes since excepted), for
+    /// the message.
     pub examples: Vec<i64>,
     /// All of them.
     #[serde(skip)]
     pub failing: Vec<i64>,
+    /// The rows changed since the finished migration, with what changed.
+    #[serde(skip)]
+    pub since: Vec<(i64, Since)>,
 }
 
 impl TableCheck {
     pub fn ok(&self) -> bool {
-        self.missing == 0 && self.differing == 0 && self.matching == self.expected
+        self.failing.is_empty()
+            && self.missing + self.differing == self.changed_since
+            && self.matching + self.changed_since == self.expected
     }
 }
+
+/// How a row that a finished migration delivered differs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Since {
+    /// The server no longer holds it.
+    DeletedOnServer,
+    /// The server holds another version; the legacy row is as migrated.
+    EditedOnServer,
+    /// The legacy row is not what was migrated (so it was not sent).
+    ChangedInLegacy,
+}
+
+/// What a finished migration delivered: per table, id → the checksum the
+/// row was sent with.
+pub type Migrated = HashMap<&'static str, HashMap<i64, String>>;
 
 /// The API path that lists a table.
 pub fn list_path(table: &str) -> &'static str {
@@ -86,7 +115,9 @@ fn compare(
     plan: &Plan,
     expected: Vec<(i64, Value)>,
     server: &BTreeMap<i64, Value>,
+    migrated: Option<&Migrated>,
 ) -> TableCheck {
+    let delivered = migrated.and_then(|m| m.get(table));
     let source = plan.source.get(table).copied().unwrap_or(0);
     let mut check = TableCheck {
         table,
@@ -98,33 +129,52 @@ fn compare(
         missing: 0,
         differing: 0,
         extra: 0,
+        changed_since: 0,
         examples: Vec::new(),
         failing: Vec::new(),
+        since: Vec::new(),
     };
     let mut known = std::collections::HashSet::new();
     for (id, want) in &expected {
         known.insert(*id);
-        match server.get(id) {
-            None => {
-                check.missing += 1;
-                check.failing.push(*id);
-            }
-            Some(got) if read::checksum(&project(got, want)) == read::checksum(want) => {
-                check.matching += 1;
-            }
-            Some(_) => {
-                check.differing += 1;
-                check.failing.push(*id);
-            }
+        let sum = read::checksum(want);
+        let found = server.get(id);
+        if let Some(got) = found
+            && read::checksum(&project(got, want)) == sum
+        {
+            check.matching += 1;
+            continue;
         }
+        if found.is_none() {
+            check.missing += 1;
+        } else {
+            check.differing += 1;
+        }
+        let change = match (found, delivered.and_then(|d| d.get(id))) {
+            // Never delivered by a finished migration: this run's to get right.
+            (_, None) => {
+                check.failing.push(*id);
+                continue;
+            }
+            (None, Some(_)) => Since::DeletedOnServer,
+            (Some(_), Some(sent)) if *sent != sum => Since::ChangedInLegacy,
+            (Some(_), Some(_)) => Since::EditedOnServer,
+        };
+        check.changed_since += 1;
+        check.since.push((*id, change));
     }
     check.extra = server.keys().filter(|id| !known.contains(id)).count();
     check.examples = check.failing.iter().take(5).copied().collect();
     check
 }
 
-/// Reads every table back and compares.
-pub fn verify(client: &ApiClient, plan: &Plan) -> Result<Vec<TableCheck>> {
+/// Reads every table back and compares. `migrated`: what a finished
+/// migration delivered, when there was one.
+pub fn verify(
+    client: &ApiClient,
+    plan: &Plan,
+    migrated: Option<&Migrated>,
+) -> Result<Vec<TableCheck>> {
     let rows = |v: &[read::Row]| v.iter().map(|r| (r.id, r.json.clone())).collect::<Vec<_>>();
     Ok(vec![
         compare(
@@ -132,24 +182,28 @@ pub fn verify(client: &ApiClient, plan: &Plan) -> Result<Vec<TableCheck>> {
             plan,
             rows(&plan.content),
             &server_rows(client, CONTENT)?,
+            migrated,
         ),
         compare(
             FRAGMENTS,
             plan,
             rows(&plan.fragments),
             &server_rows(client, FRAGMENTS)?,
+            migrated,
         ),
         compare(
             ASSETS,
             plan,
             plan.assets.iter().map(|a| (a.id, a.projection())).collect(),
             &server_rows(client, ASSETS)?,
+            migrated,
         ),
         compare(
             RANKINGS,
             plan,
             rows(&plan.rankings),
             &server_rows(client, RANKINGS)?,
+            migrated,
         ),
     ])
 }
@@ -180,7 +234,9 @@ pub fn render(checks: &[TableCheck]) -> String {
             c.missing,
             c.differing,
             c.extra,
-            if c.ok() {
+            if c.ok() && c.changed_since > 0 {
+                format!("ok ({} changed since the migration)", c.changed_since)
+            } else if c.ok() {
                 "ok".to_owned()
             } else {
                 format!("MISMATCH (e.g. ids {:?})", c.examples)
