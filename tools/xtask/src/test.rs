@@ -1,6 +1,8 @@
-//! `cargo xtask test`: the workspace's tests on the bundled host, then the
-//! suites that serve spin.toml again under a real Spin, then `anki push`
-//! against the real Anki desktop.
+//! `cargo xtask test`: the lint gate (rustfmt, clippy with warnings as
+//! errors), the workspace's tests on the bundled host, then the suites that
+//! serve spin.toml again under a real Spin, then `anki push` against the
+//! real Anki desktop. Every step runs even when an earlier one failed, so
+//! that one run shows every failure.
 //!
 //! The Spin is `SPIN_BIN` when set (then it must work), else a `spin` on
 //! PATH. Anki is started by the script `ANKI_RUN` names. Without either,
@@ -77,7 +79,37 @@ fn cargo_test(
     Ok(command.status().context("running cargo test")?.success())
 }
 
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
+fn lint(root: &Path) -> Result<bool> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut ok = true;
+    for args in [
+        &["fmt", "--all", "--", "--check"][..],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ][..],
+    ] {
+        eprintln!("cargo {}", args.join(" "));
+        let status = Command::new(&cargo)
+            .current_dir(root)
+            .args(args)
+            .status()
+            .with_context(|| format!("running cargo {}", args[0]))?;
+        ok &= status.success();
+    }
+    Ok(ok)
+}
+
 pub fn run(root: &Path, extra: &[String]) -> Result<()> {
+    let lint_started = Instant::now();
+    let lint_ok = lint(root)?;
+    let lint_time = lint_started.elapsed();
     let started = Instant::now();
     let mut args = vec!["--workspace".to_owned(), "--locked".to_owned()];
     args.extend(extra.iter().cloned());
@@ -138,6 +170,11 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
 
     eprintln!();
     eprintln!(
+        "lint:         {} ({:.0} s, rustfmt and clippy -D warnings)",
+        if lint_ok { "passed" } else { "FAILED" },
+        lint_time.as_secs_f64()
+    );
+    eprintln!(
         "bundled host: {} ({:.0} s, the whole workspace)",
         if bundled_ok { "passed" } else { "FAILED" },
         bundled_time.as_secs_f64()
@@ -169,7 +206,8 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
              AnkiConnect (see local-agent/tests/real_anki.rs) to run `anki push` against it"
         ),
     }
-    if !bundled_ok
+    if !lint_ok
+        || !bundled_ok
         || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok)
         || anki_leg.as_ref().is_some_and(|(ok, _)| !ok)
     {
