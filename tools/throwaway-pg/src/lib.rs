@@ -7,6 +7,11 @@
 //! process ends in any other way (a `static` that is never dropped, a panic
 //! that aborts, `SIGKILL`), so no server and no directory outlive it.
 //!
+//! [`Cluster::keep`] is the same server kept in a folder of the caller's
+//! across runs (a local development database): created when the folder has
+//! none, stopped with a checkpoint, never deleted, and held by one process
+//! at a time.
+//!
 //! `initdb` and `postgres` refuse to run as root; when the current user is
 //! root, the cluster runs as the unprivileged `postgres` user instead.
 //!
@@ -64,8 +69,19 @@ pub enum Error {
         "the PostgreSQL server did not become ready: {reason}\n--- server log (tail) ---\n{log}"
     )]
     NotReady { reason: String, log: String },
+    #[error(
+        "the PostgreSQL data folder {0} is out of reach of the `postgres` user the server runs as \
+         (this process runs as root): let it through the folders above (chmod o+x), or use a \
+         folder it can reach"
+    )]
+    Unreachable(PathBuf),
     #[error("the server is not running")]
     NotRunning,
+    #[error(
+        "the PostgreSQL data folder {0} is in use by another process; stop that one first, or \
+         use another folder"
+    )]
+    InUse(PathBuf),
     #[error("database request failed: {0}")]
     Sql(#[from] tokio_postgres::Error),
 }
@@ -77,10 +93,26 @@ impl Error {
     }
 }
 
+/// Where a cluster lives: a temporary directory deleted with it, or a
+/// folder kept across runs (with the lock that makes it this process's).
+enum Root {
+    Temp(tempfile::TempDir),
+    Kept { dir: PathBuf, _lock: fs::File },
+}
+
+impl Root {
+    fn path(&self) -> &Path {
+        match self {
+            Root::Temp(dir) => dir.path(),
+            Root::Kept { dir, .. } => dir,
+        }
+    }
+}
+
 /// A running (or stopped, see [`Cluster::stop`]) throwaway cluster.
 pub struct Cluster {
     // Declared first so it is dropped last, after the server was stopped.
-    root: Option<tempfile::TempDir>,
+    root: Option<Root>,
     binaries: Binaries,
     run_as: Option<(Uid, Gid)>,
     port: u16,
@@ -132,9 +164,9 @@ impl Cluster {
         }
         // Started before the server so that no moment exists in which a
         // server runs that nobody would clean up.
-        let watcher = Watcher::spawn(root.path())?;
+        let watcher = Watcher::spawn(root.path(), false)?;
         let mut cluster = Cluster {
-            root: Some(root),
+            root: Some(Root::Temp(root)),
             binaries,
             run_as,
             port: 0,
@@ -147,6 +179,70 @@ impl Cluster {
             cluster.install_tls_files(cert, key)?;
         }
         cluster.launch_on_free_port()?;
+        Ok(cluster)
+    }
+
+    /// The cluster kept in `dir` (created there by `initdb` when `dir` holds
+    /// none), started on loopback `port`. Dropping it stops the server with
+    /// a fast shutdown, which writes a checkpoint: the data stays for the
+    /// next run. If the process ends without the drop, a watcher stops the
+    /// server the same way. Only one process at a time may hold `dir`:
+    /// another gets [`Error::InUse`].
+    /// With `fresh`, the data already in `dir` is deleted first (once the
+    /// folder is held).
+    pub fn keep(dir: &Path, port: u16, fresh: bool) -> Result<Self, Error> {
+        let binaries = Binaries::locate()?;
+        let run_as = unprivileged_user()?;
+        fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(Error::io(format!("resolving {}", dir.display())))?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("cluster.lock"))
+            .map_err(Error::io("opening the folder's lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::InUse(dir)),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io("locking the data folder")(e));
+            }
+        }
+        if fresh && dir.join("data").exists() {
+            fs::remove_dir_all(dir.join("data"))
+                .map_err(Error::io("deleting the old data for a fresh start"))?;
+        }
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&dir, Some(uid.as_raw()), Some(gid.as_raw()))
+                .map_err(Error::io("handing the data folder to the postgres user"))?;
+            let reachable = Command::new("test")
+                .arg("-w")
+                .arg(&dir)
+                .uid(uid.as_raw())
+                .gid(gid.as_raw())
+                .status()
+                .map_err(Error::io("checking the data folder's access"))?;
+            if !reachable.success() {
+                return Err(Error::Unreachable(dir));
+            }
+        }
+        let watcher = Watcher::spawn(&dir, true)?;
+        let fresh = !dir.join("data/PG_VERSION").exists();
+        let mut cluster = Cluster {
+            root: Some(Root::Kept { dir, _lock: lock }),
+            binaries,
+            run_as,
+            port,
+            server: None,
+            watcher: Some(watcher),
+            tls: false,
+        };
+        if fresh {
+            cluster.initdb()?;
+        }
+        cluster.launch(port)?;
         Ok(cluster)
     }
 
@@ -339,11 +435,17 @@ impl Cluster {
             .arg("-p")
             .arg(port.to_string())
             .arg("-c")
-            .arg(format!(
-                "unix_socket_directories={}",
-                self.root_dir().display()
-            ))
+            .arg(format!("unix_socket_directories={}", self.socket_dir()))
             .args(server::SETTINGS.iter().flat_map(|s| ["-c", s]))
+            .args(
+                if self.is_kept() {
+                    &[][..]
+                } else {
+                    server::THROWAWAY_SETTINGS
+                }
+                .iter()
+                .flat_map(|s| ["-c", s]),
+            )
             .args(
                 self.tls_settings()
                     .iter()
@@ -377,6 +479,21 @@ impl Cluster {
 }
 
 impl Cluster {
+    fn is_kept(&self) -> bool {
+        matches!(self.root, Some(Root::Kept { .. }))
+    }
+
+    /// The folder of the server's Unix socket: none for a kept cluster,
+    /// whose folder may be deeper than a socket path may be long (107
+    /// bytes); clients use TCP.
+    fn socket_dir(&self) -> String {
+        if self.is_kept() {
+            String::new()
+        } else {
+            self.root_dir().display().to_string()
+        }
+    }
+
     fn tls_settings(&self) -> Vec<String> {
         if !self.tls {
             return Vec::new();
@@ -395,11 +512,18 @@ const TLS_KEY_FILE: &str = "server.key";
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let kept = self.is_kept();
         if let Some(mut server) = self.server.take() {
-            // Immediate shutdown: nothing in a throwaway cluster needs a checkpoint.
-            let _ = server::shut_down(&mut server, nix::sys::signal::Signal::SIGQUIT);
+            // A throwaway cluster needs no checkpoint (immediate shutdown);
+            // a kept one gets a fast shutdown, which writes one.
+            let signal = if kept {
+                nix::sys::signal::Signal::SIGINT
+            } else {
+                nix::sys::signal::Signal::SIGQUIT
+            };
+            let _ = server::shut_down(&mut server, signal);
         }
-        if let Some(root) = self.root.take() {
+        if let Some(Root::Temp(root)) = self.root.take() {
             let _ = root.close();
         }
         if let Some(watcher) = self.watcher.take() {
@@ -410,7 +534,8 @@ impl Drop for Cluster {
 
 /// A `sh` process that waits for its stdin to close, which happens when the
 /// owning process ends however it ends, then stops the server and deletes
-/// the cluster directory. After an orderly [`Drop`] it finds nothing to do.
+/// the cluster directory (a kept one: stops the server with a checkpoint and
+/// keeps the folder). After an orderly [`Drop`] it finds nothing to do.
 struct Watcher {
     child: Child,
     stdin: ChildStdin,
@@ -422,19 +547,23 @@ read -r _ignored
 pidfile="$THROWAWAY_PG_ROOT/data/postmaster.pid"
 if [ -f "$pidfile" ]; then
     pid=$(head -n 1 "$pidfile")
-    kill -QUIT "$pid" 2>/dev/null
+    if [ -n "$THROWAWAY_PG_KEEP" ]; then kill -INT "$pid" 2>/dev/null; else kill -QUIT "$pid" 2>/dev/null; fi
     tries=0
-    while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do
+    while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 300 ]; do
         sleep 0.1
         tries=$((tries + 1))
     done
     kill -KILL "$pid" 2>/dev/null
 fi
-rm -rf "$THROWAWAY_PG_ROOT"
+[ -n "$THROWAWAY_PG_KEEP" ] || rm -rf "$THROWAWAY_PG_ROOT"
 "#;
 
-    fn spawn(root: &Path) -> Result<Self, Error> {
-        let mut child = Command::new("sh")
+    fn spawn(root: &Path, keep: bool) -> Result<Self, Error> {
+        let mut command = Command::new("sh");
+        if keep {
+            command.env("THROWAWAY_PG_KEEP", "1");
+        }
+        let mut child = command
             .arg("-c")
             .arg(Self::SCRIPT)
             .env("THROWAWAY_PG_ROOT", root)
@@ -493,6 +622,60 @@ fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_kept_cluster_keeps_its_rows_and_is_held_by_one_owner_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // The folder must be traversable by the postgres user when root.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let folder = dir.path().join("pg");
+        let port = free_port().unwrap();
+        let cluster = Cluster::keep(&folder, port, false).unwrap();
+        run(async {
+            cluster.create_database("app", None).await.unwrap();
+            let client = cluster.connect("app").await.unwrap();
+            client
+                .batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+                .await
+                .unwrap();
+        });
+        match Cluster::keep(&folder, free_port().unwrap(), true) {
+            Err(Error::InUse(held)) => assert_eq!(held, folder.canonicalize().unwrap()),
+            other => panic!("a second owner was not refused: {other:?}"),
+        }
+        drop(cluster);
+        assert!(folder.join("data/PG_VERSION").exists(), "the data stays");
+        let again = Cluster::keep(&folder, port, false).unwrap();
+        let v: String = run(async {
+            let client = again.connect("app").await.unwrap();
+            client
+                .query_one("SELECT v FROM t", &[])
+                .await
+                .unwrap()
+                .get(0)
+        });
+        assert_eq!(v, "kept");
+        drop(again);
+        let fresh = Cluster::keep(&folder, port, true).unwrap();
+        let databases: i64 = run(async {
+            let client = fresh.connect("postgres").await.unwrap();
+            let sql = "SELECT count(*) FROM pg_database WHERE datname = 'app'";
+            client.query_one(sql, &[]).await.unwrap().get(0)
+        });
+        assert_eq!(databases, 0, "a fresh start is empty");
+    }
 
     #[test]
     fn quotes_identifiers() {

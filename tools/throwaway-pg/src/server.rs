@@ -13,13 +13,18 @@ use crate::{Binaries, Error};
 /// 64 connections per component).
 pub(crate) const SETTINGS: &[&str] = &[
     "listen_addresses=127.0.0.1",
-    "fsync=off",
-    "synchronous_commit=off",
-    "full_page_writes=off",
     "max_connections=300",
     "shared_buffers=128MB",
     "logging_collector=off",
     "log_min_messages=warning",
+];
+
+/// What only a throwaway cluster may trade away: durability across a crash
+/// of the machine, for speed. A kept cluster holds data someone wants back.
+pub(crate) const THROWAWAY_SETTINGS: &[&str] = &[
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
 ];
 
 const POLL: Duration = Duration::from_millis(50);

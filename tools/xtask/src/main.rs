@@ -1,15 +1,17 @@
 //! `cargo xtask up`: the whole local stack in one command.
 //!
-//! 1. builds every component of `spin.toml` with its `[component.*.build]`
-//!    command (as `spin build` does);
-//! 2. starts a throwaway PostgreSQL, unless `DATABASE_URL` is set;
-//! 3. applies `migrations/`;
+//! 1. builds every component of `spin.toml` (the packages its
+//!    `[component.*.build]` commands name, in one cargo run, exactly as the
+//!    test suites build them, so that either reuses the other's build);
+//! 2. starts PostgreSQL with its data kept in `.local/postgres` (reused on
+//!    the next run; `--fresh` starts empty), unless `DATABASE_URL` is set;
+//! 3. applies `migrations/` (bringing kept data forward);
 //! 4. serves `spin.toml` with `spin up` when Spin ≥ 3.4 is on PATH, and with
 //!    the bundled Wasmtime host (`tools/spin-host`) otherwise;
 //! 5. prints the URL and a development JWT for each role;
 //!
 //! and on Ctrl-C (or SIGTERM) stops the server and the database, leaving
-//! nothing running.
+//! nothing running and the data in place.
 //!
 //! `cargo xtask test`: every test, on the bundled host and under a real
 //! Spin when there is one (see [`test`]).
@@ -41,9 +43,18 @@ enum Command {
         /// Where the API listens.
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
-        /// Use this database instead of starting a throwaway one.
+        /// Use this database instead of the local one.
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
+        /// Where the local database keeps its data between runs.
+        #[arg(long, default_value = ".local/postgres")]
+        data_dir: PathBuf,
+        /// Delete the local database's data first and start empty.
+        #[arg(long)]
+        fresh: bool,
+        /// The local database's port on 127.0.0.1.
+        #[arg(long, default_value_t = 54330)]
+        db_port: u16,
         /// Skip building the components.
         #[arg(long)]
         no_build: bool,
@@ -80,9 +91,22 @@ async fn main() -> Result<()> {
         Command::Up {
             listen,
             database_url,
+            data_dir,
+            fresh,
+            db_port,
             no_build,
             bundled_host,
-        } => up(listen, database_url, no_build, bundled_host).await,
+        } => {
+            let database = match database_url {
+                Some(url) => Database::Url(url),
+                None => Database::Local {
+                    dir: data_dir,
+                    port: db_port,
+                    fresh,
+                },
+            };
+            up(listen, database, no_build, bundled_host).await
+        }
         Command::Bench { args } => bench(&args),
         Command::Test { args } => test::run(&repo_root().canonicalize()?, &args),
     }
@@ -104,7 +128,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let root = repo_root().canonicalize()?;
-    build_components(&root, &root.join("spin.toml"))?;
+    build_components()?;
     // The trivial component of the host-overhead row.
     cargo(
         &root,
@@ -142,41 +166,43 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The database `up` serves.
+enum Database {
+    /// One the user runs (`--database-url`, `DATABASE_URL`).
+    Url(String),
+    /// The local one, its data kept in `dir` (relative to the project).
+    Local {
+        dir: PathBuf,
+        port: u16,
+        fresh: bool,
+    },
+}
+
 async fn up(
     listen: SocketAddr,
-    database_url: Option<String>,
+    database: Database,
     no_build: bool,
     bundled_host: bool,
 ) -> Result<()> {
     let root = repo_root().canonicalize()?;
     let manifest_path = root.join("spin.toml");
     if !no_build {
-        build_components(&root, &manifest_path)?;
+        build_components()?;
     }
 
-    // Owned for the whole run: dropping it stops the server and deletes its
-    // directory, which happens on every way out of this function.
+    // Owned for the whole run: dropping it stops the server (with a
+    // checkpoint; the data stays), which happens on every way out of this
+    // function.
     let mut _cluster = None;
-    let db_url = match database_url {
-        Some(url) => {
+    let local = matches!(database, Database::Local { .. });
+    let db_url = match database {
+        Database::Url(url) => {
             eprintln!("Using DATABASE_URL.");
             url
         }
-        None => {
-            eprintln!("Starting a throwaway PostgreSQL ...");
-            let cluster = tokio::task::spawn_blocking(throwaway_pg::Cluster::start)
-                .await?
-                .context("starting PostgreSQL (is it installed? `apt-get install postgresql`)")?;
-            cluster
-                .create_database("content", None)
-                .await
-                .context("creating the database")?;
-            let url = cluster.url("content");
-            eprintln!(
-                "PostgreSQL on 127.0.0.1:{} (data in {})",
-                cluster.port(),
-                cluster.root_dir().display()
-            );
+        Database::Local { dir, port, fresh } => {
+            let dir = root.join(dir);
+            let (cluster, url) = local_database(&dir, port, fresh).await?;
             _cluster = Some(cluster);
             url
         }
@@ -214,60 +240,83 @@ async fn up(
         ),
     ];
 
+    // A URL the user gave may hold a password: not echoed.
+    let local_db = local.then_some(db_url.as_str());
     let spin = if bundled_host { None } else { spin_on_path() };
     let result = match spin {
         Some(version) => {
             eprintln!("Serving with Spin {version} (spin up).");
-            serve_with_spin(&manifest_path, listen, &variables, &credentials).await
+            serve_with_spin(&manifest_path, listen, &variables, &credentials, local_db).await
         }
         None => {
             eprintln!("Serving with the bundled host (tools/spin-host).");
-            serve_bundled(&manifest_path, listen, &variables, &credentials).await
+            serve_bundled(&manifest_path, listen, &variables, &credentials, local_db).await
         }
     };
     eprintln!("Stopped.");
     result
 }
 
-/// Runs each component's build command from the manifest, in the directory
-/// it names, as `spin build` would.
-fn build_components(root: &Path, manifest_path: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(manifest_path)?;
-    let manifest: toml::Table = toml::from_str(&text)?;
-    let components = manifest
-        .get("component")
-        .and_then(toml::Value::as_table)
-        .cloned()
-        .unwrap_or_default();
-    for (id, component) in components {
-        let Some(build) = component.get("build") else {
-            continue;
-        };
-        let command = match build.get("command") {
-            Some(toml::Value::String(c)) => vec![c.clone()],
-            Some(toml::Value::Array(cs)) => cs
-                .iter()
-                .filter_map(|c| c.as_str().map(str::to_owned))
-                .collect(),
-            _ => continue,
-        };
-        let workdir = build
-            .get("workdir")
-            .and_then(toml::Value::as_str)
-            .map_or_else(|| root.to_owned(), |w| root.join(w));
-        for command in command {
-            eprintln!("Building {id}: {command}");
-            let status = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&command)
-                .current_dir(&workdir)
-                .status()
-                .with_context(|| format!("running {command:?}"))?;
-            if !status.success() {
-                bail!("building component {id:?} failed ({status})");
-            }
-        }
+/// Starts the local database (its data in `dir`, kept between runs) and
+/// makes sure it has the `content` database; answers its URL.
+async fn local_database(
+    dir: &Path,
+    port: u16,
+    fresh: bool,
+) -> Result<(throwaway_pg::Cluster, String)> {
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        bail!(
+            "port {port} on 127.0.0.1 is taken (another `cargo xtask up`, or another \
+             PostgreSQL?): stop it, or choose another port with --db-port"
+        );
     }
+    eprintln!(
+        "Starting PostgreSQL, data in {}{} ...",
+        dir.display(),
+        if fresh {
+            " (fresh: the old data is deleted)"
+        } else {
+            ""
+        }
+    );
+    let owned = dir.to_owned();
+    let cluster =
+        tokio::task::spawn_blocking(move || throwaway_pg::Cluster::keep(&owned, port, fresh))
+            .await?
+            .map_err(|e| match e {
+                throwaway_pg::Error::InUse(dir) => anyhow::anyhow!(
+                    "{} is in use by another `cargo xtask up`: stop that one first (Ctrl-C), or \
+                 give this one its own folder with --data-dir",
+                    dir.display()
+                ),
+                e => anyhow::Error::from(e),
+            })
+            .context("starting PostgreSQL")?;
+    let client = cluster.connect("postgres").await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = 'content'", &[])
+        .await?
+        .is_some();
+    if !exists {
+        cluster
+            .create_database("content", None)
+            .await
+            .context("creating the database")?;
+    }
+    let url = cluster.url("content");
+    eprintln!(
+        "PostgreSQL: {url}\n  data kept in {} between runs; `cargo xtask up --fresh` starts empty",
+        dir.display()
+    );
+    Ok((cluster, url))
+}
+
+/// Builds spin.toml's components the way the test suites do (one cargo run
+/// over all their packages), so that neither rebuilds after the other.
+fn build_components() -> Result<()> {
+    let packages = app_server::components::packages()?;
+    eprintln!("Building the components: {}", packages.join(", "));
+    app_server::components::build(&packages)?;
     Ok(())
 }
 
@@ -301,9 +350,16 @@ struct Credentials {
 /// How long a development token is valid.
 const TOKEN_SECS: u64 = 7 * 24 * 3600;
 
-fn print_banner(listen: SocketAddr, credentials: &Credentials) -> Result<()> {
+fn print_banner(
+    listen: SocketAddr,
+    credentials: &Credentials,
+    local_db: Option<&str>,
+) -> Result<()> {
     println!();
     println!("API:    http://{listen}/api/health");
+    if let Some(url) = local_db {
+        println!("Database: {url}");
+    }
     for role in dev_keys::ROLES {
         println!(
             "{role:>14} token: {}",
@@ -323,6 +379,7 @@ async fn serve_bundled(
     listen: SocketAddr,
     variables: &[(&str, String)],
     credentials: &Credentials,
+    local_db: Option<&str>,
 ) -> Result<()> {
     let manifest = spin_host::manifest::Manifest::from_file(manifest_path)?;
     let runtime = spin_host::runtime::Runtime::new()?;
@@ -337,7 +394,7 @@ async fn serve_bundled(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    print_banner(listener.local_addr()?, credentials)?;
+    print_banner(listener.local_addr()?, credentials, local_db)?;
     spin_host::trigger::serve(listener, Arc::new(app), shutdown_signal()).await?;
     Ok(())
 }
@@ -347,6 +404,7 @@ async fn serve_with_spin(
     listen: SocketAddr,
     variables: &[(&str, String)],
     credentials: &Credentials,
+    local_db: Option<&str>,
 ) -> Result<()> {
     let mut command = tokio::process::Command::new("spin");
     command
@@ -362,7 +420,7 @@ async fn serve_with_spin(
         command.env(spin_host::variables::env_name(name), value);
     }
     let mut child = command.spawn().context("starting `spin up`")?;
-    print_banner(listen, credentials)?;
+    print_banner(listen, credentials, local_db)?;
     tokio::select! {
         status = child.wait() => bail!("`spin up` exited on its own ({})", status?),
         () = shutdown_signal() => {}
