@@ -1,29 +1,18 @@
 //! The HTTP client for the content API: bearer auth, problem+json errors,
 //! and retries with backoff for the failures that pass.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::backoff::{Backoff, parse_retry_after};
+use crate::backoff::{Backoff, Exhausted, Transient, is_transient, parse_retry_after};
+pub use crate::backoff::{RetryHook, RetryNotice};
 use crate::config::{DEFAULT_API_TIMEOUT_SECS, ENV_API_TIMEOUT};
 use crate::feed::ChangePage;
 
 /// The problem type the feed answers with (410) when a cursor is older than
 /// what the server's log still holds.
 pub const CURSOR_EXPIRED: &str = "https://thai-content.dev/problems/cursor-expired";
-
-/// Called before each retry with what failed and how long the client waits.
-pub type RetryHook = Arc<dyn Fn(&RetryNotice) + Send + Sync>;
-
-#[derive(Debug, Clone)]
-pub struct RetryNotice {
-    pub attempt: u32,
-    pub of: u32,
-    pub wait: Duration,
-    pub reason: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -264,7 +253,7 @@ impl ApiClient {
             410 if problem.kind.as_deref() == Some(CURSOR_EXPIRED) => {
                 Attempt::Fail(ApiError::CursorExpired)
             }
-            408 | 425 | 429 | 500 | 502 | 503 | 504 => Attempt::Retry(status, detail, retry_after),
+            s if is_transient(s) => Attempt::Retry(status, detail, retry_after),
             _ => Attempt::Fail(ApiError::Rejected { status, detail }),
         }
     }
@@ -275,45 +264,27 @@ impl ApiClient {
         backoff: Backoff,
         mut call: impl FnMut() -> Attempt<T>,
     ) -> Result<T, ApiError> {
-        let attempts = backoff.attempts.max(1);
-        let mut failed = 0;
-        loop {
-            match call() {
-                Attempt::Done(v) => return Ok(v),
-                Attempt::Fail(e) => return Err(e),
-                Attempt::Retry(status, reason, retry_after) => {
-                    failed += 1;
-                    if failed >= attempts {
-                        return Err(if status == 0 {
-                            ApiError::Unreachable {
-                                url: url.to_owned(),
-                                attempts,
-                                reason,
-                            }
-                        } else {
-                            ApiError::Unavailable {
-                                status,
-                                detail: reason,
-                                attempts,
-                            }
-                        });
-                    }
-                    let wait = backoff.delay(failed, retry_after);
-                    if let Some(hook) = &self.on_retry {
-                        hook(&RetryNotice {
-                            attempt: failed + 1,
-                            of: attempts,
-                            wait,
-                            reason: if status == 0 {
-                                reason
-                            } else {
-                                format!("{status}: {reason}")
-                            },
-                        });
-                    }
-                    std::thread::sleep(wait);
-                }
-            }
+        let answer = backoff.retry(self.on_retry.as_ref(), || match call() {
+            Attempt::Done(v) => Ok(Ok(v)),
+            Attempt::Fail(e) => Ok(Err(e)),
+            Attempt::Retry(status, reason, after) => Err(Transient {
+                status,
+                reason,
+                after,
+            }),
+        });
+        match answer {
+            Ok(answer) => answer,
+            Err(Exhausted { last, attempts }) if last.status == 0 => Err(ApiError::Unreachable {
+                url: url.to_owned(),
+                attempts,
+                reason: last.reason,
+            }),
+            Err(Exhausted { last, attempts }) => Err(ApiError::Unavailable {
+                status: last.status,
+                detail: last.reason,
+                attempts,
+            }),
         }
     }
 }

@@ -1,7 +1,44 @@
 //! Bounded exponential backoff for the HTTP calls (API and embedding
-//! endpoint), honouring the server's `Retry-After`.
+//! endpoint), honouring the server's `Retry-After`: which failures are worth
+//! another try ([`is_transient`]), and the one loop that retries them
+//! ([`Backoff::retry`]) with a hook that shows each wait.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// HTTP statuses that say "later" rather than "no": a timeout, too early,
+/// too many requests, and the server errors a next try may not meet.
+pub fn is_transient(status: u16) -> bool {
+    matches!(status, 408 | 425 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// A failed try worth another.
+#[derive(Debug, Clone)]
+pub struct Transient {
+    /// The HTTP status, or 0 when no answer came (connection, timeout).
+    pub status: u16,
+    pub reason: String,
+    /// The server's `Retry-After`.
+    pub after: Option<Duration>,
+}
+
+/// Called before each retry with what failed and how long the client waits.
+pub type RetryHook = Arc<dyn Fn(&RetryNotice) + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct RetryNotice {
+    pub attempt: u32,
+    pub of: u32,
+    pub wait: Duration,
+    pub reason: String,
+}
+
+/// The tries ran out; the last failure and how many tries were made.
+#[derive(Debug, Clone)]
+pub struct Exhausted {
+    pub last: Transient,
+    pub attempts: u32,
+}
 
 /// How often and how patiently to retry a failing call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +87,44 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    /// Calls `once` until it answers (`Ok`, a success or a failure that is
+    /// final), or its transient failures use up the tries; `hook` hears of
+    /// each wait before it happens.
+    pub fn retry<T>(
+        &self,
+        hook: Option<&RetryHook>,
+        mut once: impl FnMut() -> Result<T, Transient>,
+    ) -> Result<T, Exhausted> {
+        let attempts = self.attempts.max(1);
+        let mut failed = 0;
+        loop {
+            let last = match once() {
+                Ok(answer) => return Ok(answer),
+                Err(transient) => transient,
+            };
+            failed += 1;
+            if failed >= attempts {
+                return Err(Exhausted { last, attempts });
+            }
+            let wait = self.delay(failed, last.after);
+            if let Some(hook) = hook {
+                hook(&RetryNotice {
+                    attempt: failed + 1,
+                    of: attempts,
+                    wait,
+                    reason: if last.status == 0 {
+                        last.reason
+                    } else {
+                        format!("{}: {}", last.status, last.reason)
+                    },
+                });
+            }
+            std::thread::sleep(wait);
+        }
+    }
+}
+
 /// Parses a `Retry-After` value: delta-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
@@ -87,6 +162,43 @@ mod tests {
         within(b.delay(1, Some(Duration::from_millis(700))), 700, 700);
         within(b.delay(3, Some(Duration::from_millis(10))), 400, 480);
         within(b.delay(1, Some(Duration::from_secs(60))), 1000, 1000);
+    }
+
+    #[test]
+    fn the_loop_retries_transient_failures_only_and_tells_the_hook() {
+        let backoff = Backoff {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = heard.clone();
+        let hook: RetryHook = Arc::new(move |n: &RetryNotice| {
+            log.lock()
+                .unwrap()
+                .push((n.attempt, n.of, n.reason.clone()));
+        });
+        let mut tries = 0;
+        let busy = |status| Transient {
+            status,
+            reason: "busy".into(),
+            after: None,
+        };
+        let answer = backoff.retry(Some(&hook), || {
+            tries += 1;
+            if tries < 3 { Err(busy(503)) } else { Ok(tries) }
+        });
+        assert_eq!(answer.unwrap(), 3);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                (2, 3, "503: busy".to_owned()),
+                (3, 3, "503: busy".to_owned())
+            ]
+        );
+        let out = backoff.retry(None, || Err::<(), _>(busy(0))).unwrap_err();
+        assert_eq!((out.attempts, out.last.status), (3, 0));
+        assert!(is_transient(429) && is_transient(425) && !is_transient(404));
     }
 
     #[test]

@@ -427,7 +427,7 @@ fn api_client(settings: &Settings, backoff: Backoff) -> Result<ApiClient> {
     .with_timeout(Duration::from_secs(settings.api_timeout.value)))
 }
 
-fn embedder(settings: &Settings, backoff: Backoff) -> Result<Box<dyn Embedder>> {
+fn embedder(out: &Output, settings: &Settings, backoff: Backoff) -> Result<Box<dyn Embedder>> {
     let e = &settings.embed;
     if e.is_builtin() {
         return Ok(Box::new(HashedNgrams));
@@ -438,7 +438,8 @@ fn embedder(settings: &Settings, backoff: Backoff) -> Result<Box<dyn Embedder>> 
         e.api_key.as_ref().map(|k| k.value.clone()),
         e.dimensions,
         backoff,
-    );
+    )
+    .with_retry_hook(retry_notices(out, None));
     Ok(Box::new(match &e.endpoint_name {
         Some(name) => embedder.with_endpoint_name(name),
         None => embedder,
@@ -599,7 +600,7 @@ fn run_pull(
 
 fn run_embed(out: &Output, settings: &Settings, backoff: Backoff, kind: KindArg) -> Result<()> {
     let mut store = open_store(settings)?;
-    let embedder = embedder(settings, backoff)?;
+    let embedder = embedder(out, settings, backoff)?;
     let bar = out.bar(0, &format!("embedding with {}", embedder.model()));
     let started = Instant::now();
     let result = embed::embed_store(
@@ -676,7 +677,7 @@ fn run_search(
             );
         }
     }
-    let embedder = embedder(settings, backoff)?;
+    let embedder = embedder(out, settings, backoff)?;
     let started = Instant::now();
     let hits = search::search(&store, embedder.as_ref(), query)?;
     let elapsed = started.elapsed();
@@ -1097,8 +1098,9 @@ fn run_sync(
 ) -> Result<()> {
     let mut store = open_store(settings)?;
     let started = Instant::now();
-    let client = api_client(settings, backoff)?;
     let spinner = out.spinner("pulling changes");
+    let client =
+        api_client(settings, backoff)?.with_retry_hook(retry_notices(out, Some(spinner.clone())));
     let pulled = pull::pull(
         &mut store,
         &client,
@@ -1110,7 +1112,7 @@ fn run_sync(
     );
     spinner.finish_and_clear();
     let pulled = pulled.context("pull stopped; what it applied is kept, run sync again")?;
-    let embedder = embedder(settings, backoff)?;
+    let embedder = embedder(out, settings, backoff)?;
     let bar = out.bar(0, &format!("embedding with {}", embedder.model()));
     let embedded = embed::embed_store(
         &mut store,

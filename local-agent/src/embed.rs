@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backoff::{Backoff, parse_retry_after};
+use crate::backoff::{Backoff, Exhausted, RetryHook, Transient, is_transient, parse_retry_after};
 use crate::store::{DIMENSIONS, NewVector, SourceKind, Store, StoreError, text_hash};
 
 /// The built-in model's name, stored with each of its vectors. A change to
@@ -161,6 +161,7 @@ pub struct OpenAiEmbedder {
     /// Sent as `dimensions` for models that can shorten their vectors.
     dimensions: Option<usize>,
     backoff: Backoff,
+    on_retry: Option<RetryHook>,
 }
 
 impl std::fmt::Debug for OpenAiEmbedder {
@@ -237,6 +238,7 @@ impl OpenAiEmbedder {
             api_key,
             dimensions,
             backoff,
+            on_retry: None,
         }
     }
 
@@ -251,11 +253,18 @@ impl OpenAiEmbedder {
         self
     }
 
+    /// Tells `hook` of each retry before its wait (a notice on the
+    /// terminal), as the API client does.
+    pub fn with_retry_hook(mut self, hook: RetryHook) -> OpenAiEmbedder {
+        self.on_retry = Some(hook);
+        self
+    }
+
     fn requested(&self) -> &str {
         self.endpoint_name.as_deref().unwrap_or(&self.model)
     }
 
-    fn call(&self, texts: &[&str]) -> Result<Result<Vec<Vec<f32>>, EmbedError>, Retry> {
+    fn call(&self, texts: &[&str]) -> Result<Result<Vec<Vec<f32>>, EmbedError>, Transient> {
         let mut req = self.agent.post(&self.url);
         if let Some(key) = &self.api_key {
             req = req.header("Authorization", format!("Bearer {key}"));
@@ -266,9 +275,9 @@ impl OpenAiEmbedder {
             encoding_format: "float",
             dimensions: self.dimensions,
         };
-        let mut response = req.send_json(&body).map_err(|e| Retry {
+        let mut response = req.send_json(&body).map_err(|e| Transient {
             status: 0,
-            message: e.to_string(),
+            reason: e.to_string(),
             after: None,
         })?;
         let status = response.status().as_u16();
@@ -337,20 +346,14 @@ impl OpenAiEmbedder {
         };
         match status {
             401 | 403 => Ok(Err(EmbedError::Unauthorized { status, message })),
-            408 | 429 | 500 | 502 | 503 | 504 => Err(Retry {
+            s if is_transient(s) => Err(Transient {
                 status,
-                message,
+                reason: message,
                 after,
             }),
             _ => Ok(Err(EmbedError::Rejected { status, message })),
         }
     }
-}
-
-struct Retry {
-    status: u16,
-    message: String,
-    after: Option<Duration>,
 }
 
 impl Embedder for OpenAiEmbedder {
@@ -363,31 +366,21 @@ impl Embedder for OpenAiEmbedder {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let attempts = self.backoff.attempts.max(1);
-        let mut failed = 0;
-        loop {
-            match self.call(texts) {
-                Ok(result) => return result,
-                Err(retry) => {
-                    failed += 1;
-                    if failed >= attempts {
-                        return Err(if retry.status == 0 {
-                            EmbedError::Unreachable {
-                                url: self.url.clone(),
-                                attempts,
-                                reason: retry.message,
-                            }
-                        } else {
-                            EmbedError::Unavailable {
-                                status: retry.status,
-                                message: retry.message,
-                                attempts,
-                            }
-                        });
-                    }
-                    std::thread::sleep(self.backoff.delay(failed, retry.after));
-                }
-            }
+        match self
+            .backoff
+            .retry(self.on_retry.as_ref(), || self.call(texts))
+        {
+            Ok(answer) => answer,
+            Err(Exhausted { last, attempts }) if last.status == 0 => Err(EmbedError::Unreachable {
+                url: self.url.clone(),
+                attempts,
+                reason: last.reason,
+            }),
+            Err(Exhausted { last, attempts }) => Err(EmbedError::Unavailable {
+                status: last.status,
+                message: last.reason,
+                attempts,
+            }),
         }
     }
 }

@@ -294,11 +294,23 @@ fn the_endpoints_errors_become_advice() {
 #[test]
 fn a_429_is_retried_after_the_time_the_server_asks() {
     let double = Double::start(None);
-    let e = OpenAiEmbedder::new(&double.url, "busy-384", None, None, quick());
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let e = OpenAiEmbedder::new(&double.url, "busy-384", None, None, quick()).with_retry_hook(
+        std::sync::Arc::new(move |n: &local_agent::backoff::RetryNotice| {
+            log.lock()
+                .unwrap()
+                .push((n.attempt, n.of, n.reason.clone()));
+        }),
+    );
     let started = Instant::now();
     let vectors = e.embed(&["สวัสดี"]).unwrap();
     assert_eq!(vectors.len(), 1);
     assert_eq!(double.requests(), 2);
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 1, "the retry is told: {heard:?}");
+    assert_eq!((heard[0].0, heard[0].1), (2, 3));
+    assert!(heard[0].2.starts_with("429: "), "{heard:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After ignored"
