@@ -39,11 +39,14 @@ pub struct PullOptions {
     pub page_size: u32,
 }
 
+/// Rows per feed page unless asked otherwise.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+
 impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
             full: false,
-            page_size: 500,
+            page_size: DEFAULT_PAGE_SIZE,
         }
     }
 }
