@@ -9,10 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use super::base64;
 use super::connect::{Action, AnkiConnect, AnkiError, Batcher};
 use super::notes::{self, Audio};
-use super::push::Progress;
+use super::{Progress, base64};
 use crate::api::ApiClient;
 use crate::store::Store;
 

@@ -21,7 +21,7 @@ pub mod push;
 use serde::{Deserialize, Serialize};
 
 pub use connect::{AnkiConnect, AnkiError};
-pub use push::{Progress, PushError, PushOptions, PushReport, push};
+pub use push::{PushError, PushOptions, PushReport, push};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8765";
 pub const DEFAULT_DECK: &str = "Thai";
@@ -32,6 +32,21 @@ pub const ENV_ANKI_TIMEOUT: &str = "THAI_AGENT_ANKI_TIMEOUT";
 /// Seconds the agent waits for Anki to answer one request: Anki answers on
 /// its main thread, which a large media file keeps busy.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
+
+/// How far a push is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Media {
+        files: usize,
+        files_total: usize,
+        bytes: u64,
+        bytes_total: u64,
+    },
+    Notes {
+        done: usize,
+        total: usize,
+    },
+}
 
 /// Which notes the mirror becomes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,7 +40,7 @@ use super::cards::{self, Card, CardStatus, Entry, Outcome};
 use super::connect::{API_VERSION, Action, AnkiConnect, AnkiError, Batcher, REQUEST_ACTIONS};
 use super::media;
 use super::notes::{self, Audio, DELETED_TAG, MODEL_NAME, Rendered};
-use super::{AnkiSettings, DeletedInAnki, DeletedUpstream};
+use super::{AnkiSettings, DeletedInAnki, DeletedUpstream, Progress};
 use crate::api::ApiClient;
 use crate::store::{Store, StoreError, SyncPhase};
 
@@ -62,21 +62,6 @@ pub struct PushOptions {
     /// Also ask Anki whether every unchanged note still exists (one
     /// `notesInfo` request), to apply the deleted-in-Anki rule to them.
     pub verify: bool,
-}
-
-/// How far a push is, for a progress display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    Media {
-        files: usize,
-        files_total: usize,
-        bytes: u64,
-        bytes_total: u64,
-    },
-    Notes {
-        done: usize,
-        total: usize,
-    },
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
