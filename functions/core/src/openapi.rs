@@ -4,20 +4,17 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::crud;
 use crate::feed;
-use crate::router::{Ctx, Handled, Op, Route, method_name};
+use crate::router::{Op, Route, method_name};
 use crate::schema::{ALL, Access, Field, Filter, Kind, Resource};
-use crate::{crud, respond, routes};
 
-pub fn serve(ctx: &Ctx) -> Handled {
-    crate::request::Query::parse(ctx.req, &[])?;
-    Ok(respond::json(200, &document()))
-}
-
-/// The whole document.
-pub fn document() -> Value {
+/// The whole document, of `tables` (each component's routes): the route
+/// tables are handed in, so that this module reads them without the route
+/// module, which serves this document, being read back.
+pub fn document(tables: &[(&str, Vec<Route>)]) -> Value {
     let mut paths = Map::new();
-    for (component, table) in routes::all() {
+    for (component, table) in tables {
         for route in table {
             let path = route
                 .pattern
@@ -31,7 +28,7 @@ pub fn document() -> Value {
             let item = paths
                 .entry(path)
                 .or_insert_with(|| Value::Object(Map::new()));
-            item[method_name(&route.method).to_lowercase()] = operation(component, &route);
+            item[method_name(&route.method).to_lowercase()] = operation(component, route);
         }
     }
     let mut schemas = Map::new();

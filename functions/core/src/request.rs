@@ -6,10 +6,6 @@ use spin_sdk::http::Request;
 use crate::problem::Problem;
 use crate::router::Ctx;
 
-/// The largest JSON body any endpoint takes (an import batch of 500 rows of
-/// long texts fits comfortably).
-pub const MAX_JSON_BYTES: usize = 8 * 1024 * 1024;
-
 /// The query string, decoded, with every name checked against what the
 /// endpoint understands: a misspelt filter must not silently list everything.
 pub struct Query {
@@ -94,7 +90,7 @@ pub fn json_object(ctx: &Ctx) -> Result<Map<String, Value>, Problem> {
 }
 
 /// The body as JSON: `Content-Type: application/json`, UTF-8, nested at
-/// most 128 deep (serde_json's limit). Its size, at most [`MAX_JSON_BYTES`],
+/// most 128 deep (serde_json's limit). Its size, at most [`MAX_JSON_BYTES`](crate::router::MAX_JSON_BYTES),
 /// was enforced while it was read.
 pub fn json_value(ctx: &Ctx) -> Result<Value, Problem> {
     let content_type = ctx

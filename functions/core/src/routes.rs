@@ -137,8 +137,14 @@ pub fn openapi() -> Vec<Route> {
         Method::Get,
         "/api/openapi.json",
         None,
-        openapi::serve,
+        serve_openapi,
     )]
+}
+
+/// `GET /api/openapi.json`: the document of every route of [`all`].
+fn serve_openapi(ctx: &crate::router::Ctx) -> crate::router::Handled {
+    crate::request::Query::parse(ctx.req, &[])?;
+    Ok(crate::respond::json(200, &openapi::document(&all())))
 }
 
 /// The health component's route (served by `functions/health`), listed for the document.

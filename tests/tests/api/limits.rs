@@ -128,7 +128,7 @@ async fn bodies_over_the_limit_are_refused_before_they_are_read_whole() {
     let before = state(&app).await;
 
     let import = format!("{upload}&created_by=legacy");
-    let json = api_core::request::MAX_JSON_BYTES as u64;
+    let json = api_core::router::MAX_JSON_BYTES as u64;
     let asset = MAX_ASSET_BYTES as u64;
     // (method, route, role, content type, limit of that route)
     let routes = [
