@@ -10,7 +10,7 @@ use std::time::Instant;
 use anki_double::AnkiDouble;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Agent, Stack, seed};
+use support::{Agent, Stack, pull_until, seed};
 
 const MODEL: &str = "Thai Content (local-agent)";
 
@@ -33,24 +33,6 @@ fn cards(agent: &Agent, sql_where: &str) -> Vec<(Option<i64>, String, Option<i64
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-/// Pulls until the mirror satisfies `sql` (one boolean): the feed holds
-/// back changes while older transactions of the shared cluster (other
-/// tests) are still open, so one pull right after a write may not see it.
-fn pull_until(agent: &Agent, sql: &str) {
-    for _ in 0..100 {
-        agent.run_json(&["pull"]);
-        if agent
-            .mirror()
-            .query_row(sql, [], |r| r.get::<_, bool>(0))
-            .unwrap()
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("the mirror never satisfied {sql}");
 }
 
 /// A fragment's native text and body text in the mirror.

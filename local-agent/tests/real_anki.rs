@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Agent, Stack};
+use support::{Agent, Stack, pull_until};
 
 const MODEL: &str = "Thai Content (local-agent)";
 const ALL_NOTES: &str = "\"note:Thai Content (local-agent)\"";
@@ -190,21 +190,6 @@ fn seed(stack: &Stack, contents: i64, audio: i64) {
          INSERT INTO rankings (fragment_id, asset_id, rank_score, assessed_by)
          SELECT a.fragment_id, a.id, 3.50, 'nok' FROM fragment_assets a;"
     ));
-}
-
-fn pull_until(agent: &Agent, sql: &str) {
-    for _ in 0..200 {
-        agent.run_json(&["pull"]);
-        if agent
-            .mirror()
-            .query_row(sql, [], |r| r.get::<_, bool>(0))
-            .unwrap()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the mirror never satisfied {sql}");
 }
 
 fn push(agent: &Agent, anki: &RealAnki) -> (Value, f64) {

@@ -651,6 +651,24 @@ pub fn seed(stack: &Stack, contents: i64) {
     ));
 }
 
+/// Pulls until the mirror satisfies `sql` (one boolean): the feed holds
+/// back changes while older transactions of the shared cluster (other
+/// tests) are still open, so one pull right after a write may not see it.
+pub fn pull_until(agent: &Agent, sql: &str) {
+    for _ in 0..200 {
+        agent.run_json(&["pull"]);
+        if agent
+            .mirror()
+            .query_row(sql, [], |r| r.get::<_, bool>(0))
+            .unwrap()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the mirror never satisfied {sql}");
+}
+
 /// A server that accepts connections but never answers (a host stuck on a
 /// query, Anki busy on its main thread); returns its address. Connections
 /// stay open until the test binary ends.

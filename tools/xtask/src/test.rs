@@ -116,13 +116,17 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
     let bundled_ok = cargo_test(root, &args, None, None)?;
     let bundled_time = started.elapsed();
 
-    let spin_leg = match choose_spin() {
+    let spin_bin = match choose_spin() {
+        None => None,
+        Some(bin) => Some(
+            bin.canonicalize()
+                .with_context(|| format!("the Spin binary {} does not exist", bin.display()))?,
+        ),
+    };
+    let spin_leg = match &spin_bin {
         None => None,
         Some(bin) => {
-            let bin = bin
-                .canonicalize()
-                .with_context(|| format!("the Spin binary {} does not exist", bin.display()))?;
-            let version = spin_version(&bin)?;
+            let version = spin_version(bin)?;
             eprintln!("Real-Spin leg: {version} ({})", bin.display());
             let leg_started = Instant::now();
             let mut args = vec!["--locked".to_owned()];
@@ -133,13 +137,12 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
                 }
             }
             args.extend(extra.iter().cloned());
-            let ok = cargo_test(root, &args, Some(&bin), None)?;
+            let ok = cargo_test(root, &args, Some(bin), None)?;
             Some((version, ok, leg_started.elapsed()))
         }
     };
 
     // Under the real Spin when there is one: what learners run.
-    let spin_bin = choose_spin().and_then(|b| b.canonicalize().ok());
     let anki_leg = match std::env::var_os(ANKI_RUN).filter(|s| !s.is_empty()) {
         None => None,
         Some(script) => {
