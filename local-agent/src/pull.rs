@@ -40,7 +40,7 @@ pub struct PullOptions {
 }
 
 /// Rows per feed page unless asked otherwise.
-pub const DEFAULT_PAGE_SIZE: u32 = 500;
+pub const DEFAULT_PAGE_SIZE: u32 = content_model::limits::FEED_PAGE_DEFAULT;
 
 impl Default for PullOptions {
     fn default() -> Self {
@@ -100,7 +100,9 @@ pub fn pull(
         state.cursor.clone()
     };
     let mut report = PullReport::default();
-    let page_size = options.page_size.clamp(1, 1000);
+    let page_size = options
+        .page_size
+        .clamp(1, content_model::limits::FEED_PAGE_MAX);
     // The next page is fetched while this one is applied: the server and
     // SQLite work at the same time. One page ahead is enough to keep both
     // busy; a page fetched but never applied (a kill, an error) is simply

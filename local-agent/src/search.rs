@@ -1,11 +1,8 @@
 //! Nearest neighbours of a text among the mirrored contents or fragments,
 //! through sqlite-vec's KNN over the `vec_embeddings` table.
 
-use rusqlite::params;
-use serde::Serialize;
-
 use crate::embed::{EmbedError, Embedder};
-use crate::store::{SourceKind, Store, StoreError, vector_blob};
+use crate::store::{SourceKind, Store, StoreError};
 
 /// sqlite-vec refuses a larger `k` in one KNN query.
 const MAX_K: usize = 4096;
@@ -41,19 +38,8 @@ pub struct Query<'a> {
     pub language: Option<&'a str>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hit {
-    pub kind: SourceKind,
-    pub id: i64,
-    /// L2 distance between unit vectors: 0 is identical, 2 opposite.
-    pub distance: f64,
-    pub learning_content_id: Option<i64>,
-    pub native_text: String,
-    /// The translation (contents) or body text (fragments).
-    pub meaning: String,
-    pub content_type: Option<String>,
-    pub language: Option<String>,
-}
+/// A row near the query.
+pub use crate::store::Neighbour as Hit;
 
 /// The `k` nearest rows to `query.text` among the vectors of `embedder`'s
 /// model, closest first.
@@ -92,7 +78,7 @@ pub fn search_vector(
         query.k
     };
     loop {
-        let hits = knn(store, model, vector, query, fetch)?;
+        let hits = store.nearest(model, vector, query.kind, fetch)?;
         let seen = hits.len();
         let mut kept: Vec<Hit> = hits
             .into_iter()
@@ -112,65 +98,6 @@ pub fn search_vector(
         }
         fetch = (fetch * 4).min(MAX_K);
     }
-}
-
-/// One KNN query; `None` for a neighbour whose row vanished between the
-/// two lookups (it still counts as seen).
-fn knn(
-    store: &Store,
-    model: &str,
-    vector: &[f32],
-    query: &Query<'_>,
-    k: usize,
-) -> Result<Vec<Option<Hit>>, SearchError> {
-    let sql = match query.kind {
-        SourceKind::Content => {
-            "WITH knn AS (
-                SELECT rowid, distance FROM vec_embeddings
-                WHERE embedding MATCH ?1 AND k = ?2 AND model = ?3 AND source_type = ?4)
-             SELECT knn.distance, c.id, c.id, c.native_text, c.translation, c.content_type, c.language
-             FROM knn
-             JOIN vector_embeddings e ON e.id = knn.rowid
-             LEFT JOIN learning_content c ON c.id = e.source_id
-             ORDER BY knn.distance"
-        }
-        SourceKind::Fragment => {
-            "WITH knn AS (
-                SELECT rowid, distance FROM vec_embeddings
-                WHERE embedding MATCH ?1 AND k = ?2 AND model = ?3 AND source_type = ?4)
-             SELECT knn.distance, f.id, f.learning_content_id, f.native_text, f.body_text,
-                    c.content_type, c.language
-             FROM knn
-             JOIN vector_embeddings e ON e.id = knn.rowid
-             LEFT JOIN content_fragments f ON f.id = e.source_id
-             LEFT JOIN learning_content c ON c.id = f.learning_content_id
-             ORDER BY knn.distance"
-        }
-    };
-    let mut stmt = store.conn().prepare_cached(sql)?;
-    let rows = stmt.query_map(
-        params![
-            vector_blob(vector),
-            k as i64,
-            model,
-            query.kind.source_type()
-        ],
-        |r| {
-            let id: Option<i64> = r.get(1)?;
-            let Some(id) = id else { return Ok(None) };
-            Ok(Some(Hit {
-                kind: query.kind,
-                id,
-                distance: r.get(0)?,
-                learning_content_id: r.get(2)?,
-                native_text: r.get(3)?,
-                meaning: r.get(4)?,
-                content_type: r.get(5)?,
-                language: r.get(6)?,
-            }))
-        },
-    )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub const MAX_LIMIT: i64 = 500;
 /// query result over 128 MiB, and 500 rows of long texts can pass that: a
 /// page is cut short at this budget instead (always keeping its first
 /// row), and its cursor leads to the rest.
-pub const PAGE_BYTES: i64 = 32 << 20;
+pub const PAGE_BYTES: i64 = content_model::limits::PAGE_BYTES as i64;
 
 /// The five routes of a resource: `/api/<path>` and `/api/<path>/:id`.
 /// `get` is the single-row handler (content swaps in its `expand`).

@@ -26,8 +26,8 @@ use crate::router::{Ctx, Handled};
 use crate::schema::{ALL, Resource};
 use crate::value;
 
-pub const DEFAULT_LIMIT: i64 = 500;
-pub const MAX_LIMIT: i64 = 1000;
+pub const DEFAULT_LIMIT: i64 = content_model::limits::FEED_PAGE_DEFAULT as i64;
+pub const MAX_LIMIT: i64 = content_model::limits::FEED_PAGE_MAX as i64;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "p")]

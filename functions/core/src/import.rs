@@ -12,7 +12,7 @@ use crate::router::{Ctx, Handled};
 use crate::schema::{ALL, CONTENT, FRAGMENTS, Mode, RANKINGS, Resource};
 
 /// Rows one request may carry.
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = content_model::limits::IMPORT_BATCH_ROWS;
 
 pub fn content(ctx: &Ctx) -> Handled {
     batch(ctx, &CONTENT)

@@ -14,7 +14,7 @@ use crate::schema::Resource;
 
 /// The largest JSON body any endpoint takes (an import batch of 500 rows of
 /// long texts fits comfortably).
-pub const MAX_JSON_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_JSON_BYTES: usize = content_model::limits::MAX_JSON_BYTES;
 
 /// A handler's result: a response, or the problem to answer instead.
 pub type Handled = Result<Response, Problem>;

@@ -1,75 +1,16 @@
-//! The four resources, declared once: their fields, how each is read from
-//! and written to PostgreSQL, validated, filtered and described. CRUD,
-//! the feed, the import and the OpenAPI document are all derived from here.
+//! The four resources: each a table of the content model (its fields come
+//! from `content-model`) served under a path, with the filters of its list
+//! endpoint; and how a field is read from and written to PostgreSQL and
+//! validated. CRUD, the feed, the import and the OpenAPI document are all
+//! derived from here.
 
 use serde_json::{Map, Value};
 use spin_sdk::pg4::{ParameterValue, RowSet};
 
+pub use content_model::{ASSET_TYPES, Access, Field, Kind};
+
 use crate::problem::Problem;
 use crate::value;
-
-/// How a field is stored and carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `serial` primary key.
-    Id,
-    /// `integer`.
-    Int,
-    /// `bigint`.
-    BigInt,
-    /// `varchar(n)` (`Some(n)`, counted in characters as PostgreSQL does) or `text`.
-    Text(Option<usize>),
-    /// `varchar` restricted to a list of values.
-    Enum(&'static [&'static str]),
-    /// `jsonb`.
-    Json,
-    /// `numeric(3,2)` between 0 and 5, carried as a decimal string ("4.50")
-    /// so that no client turns it into a float.
-    Score,
-    /// `timestamptz`, carried as RFC 3339 in UTC.
-    Timestamp,
-}
-
-/// Who may set a field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Computed by the database; never accepted.
-    ReadOnly,
-    /// Set by the database normally; the bulk import may carry it over.
-    Imported,
-    /// May be given on create and changed.
-    Optional,
-    /// Must be given on create; may be changed.
-    Required,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Field {
-    /// The JSON member.
-    pub name: &'static str,
-    pub column: &'static str,
-    pub kind: Kind,
-    pub nullable: bool,
-    pub access: Access,
-    pub doc: &'static str,
-}
-
-const fn field(
-    name: &'static str,
-    kind: Kind,
-    nullable: bool,
-    access: Access,
-    doc: &'static str,
-) -> Field {
-    Field {
-        name,
-        column: name,
-        kind,
-        nullable,
-        access,
-        doc,
-    }
-}
 
 /// A list filter, a query parameter.
 #[derive(Debug, Clone, Copy)]
@@ -101,102 +42,13 @@ pub struct Resource {
     pub json_create: bool,
 }
 
-const ID: Field = field(
-    "id",
-    Kind::Id,
-    false,
-    Access::Imported,
-    "Assigned on create; kept by the import.",
-);
-const CREATED_AT: Field = field(
-    "created_at",
-    Kind::Timestamp,
-    true,
-    Access::Imported,
-    "When the row was created.",
-);
-const UPDATED_AT: Field = field(
-    "updated_at",
-    Kind::Timestamp,
-    true,
-    Access::Imported,
-    "When the row last changed.",
-);
-
 pub static CONTENT: Resource = Resource {
     path: "content",
     collection_route: "/api/content",
     item_route: "/api/content/:id",
-    table: "learning_content",
+    table: content_model::LEARNING_CONTENT.name,
     schema_name: "Content",
-    fields: &[
-        ID,
-        field(
-            "title",
-            Kind::Text(Some(200)),
-            false,
-            Access::Required,
-            "Title, up to 200 characters.",
-        ),
-        field(
-            "content_type",
-            Kind::Text(Some(50)),
-            false,
-            Access::Required,
-            "What kind of content: phrase, dialogue, ...",
-        ),
-        field(
-            "language",
-            Kind::Text(Some(10)),
-            false,
-            Access::Optional,
-            "Language of the native text; default thai.",
-        ),
-        field(
-            "native_text",
-            Kind::Text(None),
-            false,
-            Access::Required,
-            "The text in the language learnt.",
-        ),
-        field(
-            "translation",
-            Kind::Text(None),
-            false,
-            Access::Required,
-            "Its translation.",
-        ),
-        field(
-            "ipa",
-            Kind::Text(None),
-            false,
-            Access::Required,
-            "Its pronunciation in IPA.",
-        ),
-        field(
-            "difficulty_level",
-            Kind::Int,
-            true,
-            Access::Optional,
-            "A difficulty grade.",
-        ),
-        field(
-            "tags",
-            Kind::Json,
-            true,
-            Access::Optional,
-            "JSON, usually an array of tag strings.",
-        ),
-        field(
-            "content_metadata",
-            Kind::Json,
-            true,
-            Access::Optional,
-            "Free-form JSON.",
-        ),
-        CREATED_AT,
-        UPDATED_AT,
-    ],
+    fields: content_model::LEARNING_CONTENT.fields,
     filters: &[
         ("content_type", Filter::TextEq("content_type")),
         ("language", Filter::TextEq("language")),
@@ -213,62 +65,9 @@ pub static FRAGMENTS: Resource = Resource {
     path: "fragments",
     collection_route: "/api/fragments",
     item_route: "/api/fragments/:id",
-    table: "content_fragments",
+    table: content_model::CONTENT_FRAGMENTS.name,
     schema_name: "Fragment",
-    fields: &[
-        ID,
-        field(
-            "learning_content_id",
-            Kind::Int,
-            true,
-            Access::Optional,
-            "The content this fragment belongs to.",
-        ),
-        field(
-            "native_text",
-            Kind::Text(None),
-            false,
-            Access::Required,
-            "The fragment in the language learnt.",
-        ),
-        field(
-            "body_text",
-            Kind::Text(None),
-            false,
-            Access::Required,
-            "Its meaning or explanation.",
-        ),
-        field(
-            "ipa",
-            Kind::Text(None),
-            true,
-            Access::Optional,
-            "Its pronunciation in IPA.",
-        ),
-        field(
-            "extra",
-            Kind::Text(None),
-            true,
-            Access::Optional,
-            "Anything else for the card.",
-        ),
-        field(
-            "fragment_type",
-            Kind::Text(Some(50)),
-            false,
-            Access::Required,
-            "word, phrase, sentence, ...",
-        ),
-        field(
-            "fragment_metadata",
-            Kind::Json,
-            true,
-            Access::Optional,
-            "Free-form JSON.",
-        ),
-        CREATED_AT,
-        UPDATED_AT,
-    ],
+    fields: content_model::CONTENT_FRAGMENTS.fields,
     filters: &[
         ("learning_content_id", Filter::IntEq("learning_content_id")),
         ("fragment_type", Filter::TextEq("fragment_type")),
@@ -276,69 +75,13 @@ pub static FRAGMENTS: Resource = Resource {
     json_create: true,
 };
 
-pub const ASSET_TYPES: &[&str] = &["audio", "image", "video"];
-
 pub static ASSETS: Resource = Resource {
     path: "assets",
     collection_route: "/api/assets",
     item_route: "/api/assets/:id",
-    table: "fragment_assets",
+    table: content_model::FRAGMENT_ASSETS.name,
     schema_name: "Asset",
-    fields: &[
-        ID,
-        field(
-            "fragment_id",
-            Kind::Int,
-            true,
-            Access::Optional,
-            "The fragment this asset belongs to.",
-        ),
-        field(
-            "asset_type",
-            Kind::Enum(ASSET_TYPES),
-            false,
-            Access::Required,
-            "audio, image or video.",
-        ),
-        field(
-            "asset_metadata",
-            Kind::Json,
-            true,
-            Access::Optional,
-            "Free-form JSON (voice, engine, ...).",
-        ),
-        field(
-            "content_type",
-            Kind::Text(Some(100)),
-            true,
-            Access::ReadOnly,
-            "The media type the bytes were uploaded with.",
-        ),
-        Field {
-            name: "size",
-            column: "asset_size",
-            kind: Kind::BigInt,
-            nullable: false,
-            access: Access::ReadOnly,
-            doc: "Size of the bytes.",
-        },
-        Field {
-            name: "sha256",
-            column: "asset_sha256",
-            kind: Kind::Text(Some(64)),
-            nullable: false,
-            access: Access::ReadOnly,
-            doc: "SHA-256 of the bytes, hex; also the data's ETag.",
-        },
-        field(
-            "created_by",
-            Kind::Text(Some(100)),
-            true,
-            Access::Optional,
-            "Who or what made it.",
-        ),
-        CREATED_AT,
-    ],
+    fields: content_model::FRAGMENT_ASSETS.fields,
     filters: &[
         ("fragment_id", Filter::IntEq("fragment_id")),
         ("asset_type", Filter::TextEq("asset_type")),
@@ -350,48 +93,9 @@ pub static RANKINGS: Resource = Resource {
     path: "rankings",
     collection_route: "/api/rankings",
     item_route: "/api/rankings/:id",
-    table: "rankings",
+    table: content_model::RANKINGS.name,
     schema_name: "Ranking",
-    fields: &[
-        ID,
-        field(
-            "fragment_id",
-            Kind::Int,
-            true,
-            Access::Optional,
-            "The fragment judged.",
-        ),
-        field(
-            "asset_id",
-            Kind::Int,
-            true,
-            Access::Optional,
-            "The asset judged.",
-        ),
-        field(
-            "rank_score",
-            Kind::Score,
-            true,
-            Access::Optional,
-            "0.00 to 5.00, two decimals, as a string.",
-        ),
-        field(
-            "assessed_by",
-            Kind::Text(Some(100)),
-            false,
-            Access::Required,
-            "Who judged.",
-        ),
-        field(
-            "assessment_notes",
-            Kind::Text(None),
-            true,
-            Access::Optional,
-            "Why.",
-        ),
-        CREATED_AT,
-        UPDATED_AT,
-    ],
+    fields: content_model::RANKINGS.fields,
     filters: &[
         ("fragment_id", Filter::IntEq("fragment_id")),
         ("asset_id", Filter::IntEq("asset_id")),

@@ -19,7 +19,8 @@ pub struct PullArgs {
     pub full: bool,
     /// Rows per page asked of the server
     #[arg(long, default_value_t = pull::DEFAULT_PAGE_SIZE,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          value_parser = clap::value_parser!(u32)
+              .range(1..=i64::from(content_model::limits::FEED_PAGE_MAX)))]
     pub page_size: u32,
 }
 

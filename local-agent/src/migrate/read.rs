@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use content_model::{CONTENT_FRAGMENTS, FRAGMENT_ASSETS, Kind, LEARNING_CONTENT, Table};
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
@@ -15,10 +16,10 @@ use sha2::{Digest, Sha256};
 use super::convert::{self, Refusal, Repairs};
 use super::report::{Reason, Rejects};
 
-pub const CONTENT: &str = "learning_content";
-pub const FRAGMENTS: &str = "content_fragments";
-pub const ASSETS: &str = "fragment_assets";
-pub const RANKINGS: &str = "rankings";
+pub const CONTENT: &str = LEARNING_CONTENT.name;
+pub const FRAGMENTS: &str = CONTENT_FRAGMENTS.name;
+pub const ASSETS: &str = FRAGMENT_ASSETS.name;
+pub const RANKINGS: &str = content_model::RANKINGS.name;
 
 /// A row ready for `POST /api/import/<table>`, with its checksum.
 #[derive(Debug, Clone)]
@@ -322,6 +323,56 @@ impl<'a> RowBuilder<'a> {
         }
     }
 
+    /// Every field of `table` a write may carry, converted by its kind.
+    /// A column the legacy file lacks (one added since) is not sent, so
+    /// the server's default applies.
+    fn fields(&mut self, table: &Table, known: &Known, rejects: &Rejects, repairs: Repairs) {
+        for field in table.fields {
+            let name = field.name;
+            if !field.writable() || field.kind == Kind::Id || !self.raw.contains_key(name) {
+                continue;
+            }
+            if let Some(parent) = field.references {
+                self.reference(name, parent, known.of(parent), rejects);
+                continue;
+            }
+            match field.kind {
+                Kind::Id => {}
+                Kind::Int | Kind::BigInt => self.int(name),
+                Kind::Text(max) => self.text(name, max),
+                Kind::Enum(allowed) => self.one_of(name, allowed),
+                Kind::Json => self.json_col(name),
+                Kind::Timestamp => self.time(name),
+                Kind::Score => self.score(name, repairs),
+            }
+        }
+    }
+
+    /// A text column restricted to `allowed` (asset_type).
+    fn one_of(&mut self, col: &str, allowed: &[&str]) {
+        self.text(col, None);
+        let value = self.json[col].as_str().unwrap_or_default().to_owned();
+        if !allowed.contains(&value.as_str()) {
+            self.refuse(
+                col,
+                Refusal {
+                    reason: Reason::UnknownAssetType,
+                    detail: format!("'{value}' is none of {}", allowed.join(", ")),
+                },
+            );
+        }
+    }
+
+    fn score(&mut self, col: &str, repairs: Repairs) {
+        match convert::score(self.get(col), repairs) {
+            Ok(s) => {
+                self.json
+                    .insert(col.into(), s.map_or(Value::Null, Value::String));
+            }
+            Err(r) => self.refuse(col, r),
+        }
+    }
+
     /// Records the refusals; the row if there were none.
     fn finish(self, rejects: &mut Rejects) -> Option<Row> {
         if self.refused.is_empty() {
@@ -347,78 +398,89 @@ pub fn plan(conn: &Connection, repairs: Repairs) -> Result<Plan> {
         has_vec0: has_table(conn, "vec_embeddings")?,
         ..Plan::default()
     };
+    let mut known = Known::default();
 
     let raw = rows(conn, "SELECT * FROM learning_content ORDER BY id")?;
-    plan.source.insert(CONTENT, raw.len());
-    let content_ids: HashSet<i64> = ids(&raw);
-    for r in &raw {
-        let mut b = RowBuilder::new(CONTENT, r);
-        b.text("title", Some(200));
-        b.text("content_type", Some(50));
-        b.text("language", Some(10));
-        for c in ["native_text", "translation", "ipa"] {
-            b.text(c, None);
-        }
-        b.int("difficulty_level");
-        b.json_col("tags");
-        b.json_col("content_metadata");
-        b.time("created_at");
-        b.time("updated_at");
-        if let Some(row) = b.finish(&mut plan.rejects) {
-            plan.content.push(row);
-        }
-    }
-
+    plan.content = read_rows(&LEARNING_CONTENT, &raw, &mut known, &mut plan, repairs);
     let raw = rows(conn, "SELECT * FROM content_fragments ORDER BY id")?;
-    plan.source.insert(FRAGMENTS, raw.len());
-    let fragment_ids = ids(&raw);
-    for r in &raw {
-        let mut b = RowBuilder::new(FRAGMENTS, r);
-        b.reference("learning_content_id", CONTENT, &content_ids, &plan.rejects);
-        for c in ["native_text", "body_text", "ipa", "extra"] {
-            b.text(c, None);
-        }
-        b.text("fragment_type", Some(50));
-        b.json_col("fragment_metadata");
-        b.time("created_at");
-        b.time("updated_at");
-        if let Some(row) = b.finish(&mut plan.rejects) {
-            plan.fragments.push(row);
-        }
-    }
+    plan.fragments = read_rows(&CONTENT_FRAGMENTS, &raw, &mut known, &mut plan, repairs);
+    read_assets(conn, &mut known, &mut plan, repairs)?;
+    let raw = rows(conn, "SELECT * FROM rankings ORDER BY id")?;
+    plan.rankings = read_rows(
+        &content_model::RANKINGS,
+        &raw,
+        &mut known,
+        &mut plan,
+        repairs,
+    );
+    Ok(plan)
+}
 
-    // Assets: everything but the bytes, then each blob hashed on its own.
+/// The ids each table holds in the legacy file, for the references of the
+/// tables read after it.
+#[derive(Debug, Default)]
+struct Known(BTreeMap<&'static str, HashSet<i64>>);
+
+impl Known {
+    fn of(&self, table: &str) -> &HashSet<i64> {
+        static NONE: std::sync::OnceLock<HashSet<i64>> = std::sync::OnceLock::new();
+        self.0
+            .get(table)
+            .unwrap_or_else(|| NONE.get_or_init(HashSet::new))
+    }
+}
+
+/// Converts a table's rows field by field, as the content model declares
+/// them; what a row may not carry is rejected.
+fn read_rows(
+    table: &'static Table,
+    raw: &[BTreeMap<String, Sql>],
+    known: &mut Known,
+    plan: &mut Plan,
+    repairs: Repairs,
+) -> Vec<Row> {
+    plan.source.insert(table.name, raw.len());
+    known.0.insert(table.name, ids(raw));
+    raw.iter()
+        .filter_map(|r| {
+            let mut b = RowBuilder::new(table.name, r);
+            b.fields(table, known, &plan.rejects, repairs);
+            b.finish(&mut plan.rejects)
+        })
+        .collect()
+}
+
+/// Assets: their fields as for any table, then each blob hashed on its own.
+fn read_assets(
+    conn: &Connection,
+    known: &mut Known,
+    plan: &mut Plan,
+    repairs: Repairs,
+) -> Result<()> {
+    let table = &FRAGMENT_ASSETS;
+    let present = legacy_columns(conn, table.name)?;
+    let mut select: Vec<&str> = table
+        .fields
+        .iter()
+        .filter(|f| f.writable() && present.contains(f.name))
+        .map(|f| f.name)
+        .collect();
+    select.push("length(asset_data) AS _bytes");
     let raw = rows(
         conn,
-        "SELECT id, fragment_id, asset_type, asset_metadata, created_at, created_by,
-                length(asset_data) AS size, typeof(asset_data) AS kind
-         FROM fragment_assets ORDER BY id",
+        &format!(
+            "SELECT {} FROM {} ORDER BY id",
+            select.join(", "),
+            table.name
+        ),
     )?;
-    plan.source.insert(ASSETS, raw.len());
-    let asset_ids = ids(&raw);
+    plan.source.insert(table.name, raw.len());
+    known.0.insert(table.name, ids(&raw));
     let mut blob = conn.prepare("SELECT asset_data FROM fragment_assets WHERE id = ?1")?;
     for r in &raw {
-        let mut b = RowBuilder::new(ASSETS, r);
-        b.reference("fragment_id", FRAGMENTS, &fragment_ids, &plan.rejects);
-        b.text("asset_type", Some(20));
-        let asset_type = b.json["asset_type"].as_str().unwrap_or_default().to_owned();
-        if !["audio", "image", "video"].contains(&asset_type.as_str()) {
-            b.refuse(
-                "asset_type",
-                Refusal {
-                    reason: Reason::UnknownAssetType,
-                    detail: format!("'{asset_type}' is none of audio, image, video"),
-                },
-            );
-        }
-        b.text("created_by", Some(100));
-        b.json_col("asset_metadata");
-        b.time("created_at");
-        let size = match b.get("size") {
-            Sql::Integer(n) => *n as u64,
-            _ => 0,
-        };
-        if size == 0 {
+        let mut b = RowBuilder::new(table.name, r);
+        b.fields(table, known, &plan.rejects, repairs);
+        if !matches!(b.get("_bytes"), Sql::Integer(n) if *n > 0) {
             b.refuse(
                 "asset_data",
                 Refusal {
@@ -428,30 +490,14 @@ pub fn plan(conn: &Connection, repairs: Repairs) -> Result<Plan> {
             );
         }
         let id = b.id;
-        let fragment_id = b.json["fragment_id"].as_i64();
-        let metadata = b
-            .json
-            .get("asset_metadata")
-            .cloned()
-            .filter(|v| !v.is_null());
-        let created_at = b
-            .json
-            .get("created_at")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let created_by = b
-            .json
-            .get("created_by")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let member = |name: &str| b.json.get(name).cloned().unwrap_or(Value::Null);
+        let fragment_id = member("fragment_id").as_i64();
+        let asset_type = member("asset_type").as_str().unwrap_or_default().to_owned();
+        let metadata = Some(member("asset_metadata")).filter(|v| !v.is_null());
+        let created_at = member("created_at").as_str().map(str::to_owned);
+        let created_by = member("created_by").as_str().map(str::to_owned);
         if b.finish(&mut plan.rejects).is_some() {
-            let data: Vec<u8> = blob.query_row([id], |r| {
-                Ok(match r.get::<_, Sql>(0)? {
-                    Sql::Blob(b) => b,
-                    Sql::Text(t) => t.into_bytes(),
-                    _ => Vec::new(),
-                })
-            })?;
+            let data: Vec<u8> = blob.query_row([id], |r| blob_bytes(r.get::<_, Sql>(0)?))?;
             plan.assets.push(Asset {
                 id,
                 fragment_id,
@@ -465,29 +511,24 @@ pub fn plan(conn: &Connection, repairs: Repairs) -> Result<Plan> {
             });
         }
     }
+    Ok(())
+}
 
-    let raw = rows(conn, "SELECT * FROM rankings ORDER BY id")?;
-    plan.source.insert(RANKINGS, raw.len());
-    for r in &raw {
-        let mut b = RowBuilder::new(RANKINGS, r);
-        b.reference("fragment_id", FRAGMENTS, &fragment_ids, &plan.rejects);
-        b.reference("asset_id", ASSETS, &asset_ids, &plan.rejects);
-        match convert::score(b.get("rank_score"), repairs) {
-            Ok(s) => {
-                b.json
-                    .insert("rank_score".into(), s.map_or(Value::Null, Value::String));
-            }
-            Err(r) => b.refuse("rank_score", r),
-        }
-        b.text("assessed_by", Some(100));
-        b.text("assessment_notes", None);
-        b.time("created_at");
-        b.time("updated_at");
-        if let Some(row) = b.finish(&mut plan.rejects) {
-            plan.rankings.push(row);
-        }
-    }
-    Ok(plan)
+/// The columns a legacy table has.
+fn legacy_columns(conn: &Connection, table: &str) -> Result<HashSet<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let names = stmt
+        .query_map([table], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(names)
+}
+
+fn blob_bytes(value: Sql) -> rusqlite::Result<Vec<u8>> {
+    Ok(match value {
+        Sql::Blob(b) => b,
+        Sql::Text(t) => t.into_bytes(),
+        _ => Vec::new(),
+    })
 }
 
 /// The bytes of one asset.
@@ -495,13 +536,7 @@ pub fn asset_bytes(conn: &Connection, id: i64) -> Result<Vec<u8>> {
     Ok(conn.query_row(
         "SELECT asset_data FROM fragment_assets WHERE id = ?1",
         [id],
-        |r| {
-            Ok(match r.get::<_, Sql>(0)? {
-                Sql::Blob(b) => b,
-                Sql::Text(t) => t.into_bytes(),
-                _ => Vec::new(),
-            })
-        },
+        |r| blob_bytes(r.get::<_, Sql>(0)?),
     )?)
 }
 

@@ -43,8 +43,8 @@ use crate::api::{ApiClient, ApiError};
 use crate::pull::{self, PullOptions};
 use crate::store::Store;
 
-/// Rows per import request (the API takes at most 500).
-pub const BATCH: usize = 500;
+/// Rows per import request: as many as the API takes.
+pub const BATCH: usize = content_model::limits::IMPORT_BATCH_ROWS;
 
 #[derive(Debug, Clone)]
 pub struct Options {
