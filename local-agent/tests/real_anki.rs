@@ -71,6 +71,9 @@ impl RealAnki {
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("thai-agent-anki-venv"));
         command.env("ANKI_VENV", venv);
+        // The wheels (Qt WebEngine among them) go into the venv once; a
+        // second copy in pip's cache would only take disk.
+        command.env("PIP_NO_CACHE_DIR", "1");
         command
     }
 

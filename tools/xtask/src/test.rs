@@ -15,21 +15,25 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-/// The test targets that serve the project's spin.toml, by package.
-pub const SPIN_SUITES: &[(&str, &[&str])] = &[
-    (
-        "integration-tests",
-        &["api", "health", "browser", "host_postgres", "tls"],
-    ),
-    (
-        "local-agent",
-        &["pull", "crashes", "concurrency", "anki", "migrate", "cli"],
-    ),
+/// The test targets that serve the project's spin.toml (of the packages
+/// integration-tests and local-agent).
+pub const SPIN_SUITES: &[&str] = &[
+    "api",
+    "health",
+    "browser",
+    "host_postgres",
+    "tls",
+    "pull",
+    "crashes",
+    "concurrency",
+    "anki",
+    "migrate",
+    "cli",
 ];
 
-/// The test target that needs the real Anki (its tests are ignored
-/// otherwise), and the variable naming the script that starts Anki.
-pub const ANKI_SUITE: (&str, &str) = ("local-agent", "real_anki");
+/// The test target that needs the real Anki (local-agent's; its tests are
+/// ignored otherwise), and the variable naming the script that starts Anki.
+pub const ANKI_SUITE: &str = "real_anki";
 pub const ANKI_RUN: &str = "ANKI_RUN";
 
 /// The Spin of the second leg: `SPIN_BIN`, else a `spin` on PATH.
@@ -129,12 +133,12 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
             let version = spin_version(bin)?;
             eprintln!("Real-Spin leg: {version} ({})", bin.display());
             let leg_started = Instant::now();
-            let mut args = vec!["--locked".to_owned()];
-            for (package, tests) in SPIN_SUITES {
-                args.extend(["-p".to_owned(), (*package).to_owned()]);
-                for test in *tests {
-                    args.extend(["--test".to_owned(), (*test).to_owned()]);
-                }
+            // --workspace with test filters rather than -p: the dependencies
+            // then get the features of the bundled leg's build, whose
+            // artifacts are reused instead of a second build of the stack.
+            let mut args = vec!["--workspace".to_owned(), "--locked".to_owned()];
+            for test in SPIN_SUITES {
+                args.extend(["--test".to_owned(), (*test).to_owned()]);
             }
             args.extend(extra.iter().cloned());
             let ok = cargo_test(root, &args, Some(bin), None)?;
@@ -151,13 +155,11 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
                 .context("the Anki start script that ANKI_RUN names does not exist")?;
             eprintln!("Real-Anki leg: {}", script.display());
             let leg_started = Instant::now();
-            let (package, test) = ANKI_SUITE;
             let args: Vec<String> = [
+                "--workspace",
                 "--locked",
-                "-p",
-                package,
                 "--test",
-                test,
+                ANKI_SUITE,
                 "--",
                 "--ignored",
                 // One Anki at a time: each suite starts its own.
