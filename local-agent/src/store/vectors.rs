@@ -111,7 +111,7 @@ impl Store {
                 let id: Option<i64> = r.get(1)?;
                 let Some(id) = id else { return Ok(None) };
                 Ok(Some(Neighbour {
-                    kind: kind,
+                    kind,
                     id,
                     distance: r.get(0)?,
                     learning_content_id: r.get(2)?,

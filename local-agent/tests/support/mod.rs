@@ -453,60 +453,25 @@ enum Kind {
     Time,
 }
 
-/// Each mirrored table's columns: (mirror name, server expression, kind).
+/// A table's fields as the content model declares them: the name in the
+/// mirror (the JSON member), the server's column, and how to compare it.
 fn columns(table: &str) -> Vec<(&'static str, &'static str, Kind)> {
-    use Kind::*;
-    let c = |name: &'static str, kind| (name, name, kind);
-    match table {
-        "learning_content" => vec![
-            c("id", Int),
-            c("title", Text),
-            c("content_type", Text),
-            c("language", Text),
-            c("native_text", Text),
-            c("translation", Text),
-            c("ipa", Text),
-            c("difficulty_level", Int),
-            c("tags", Json),
-            c("content_metadata", Json),
-            c("created_at", Time),
-            c("updated_at", Time),
-        ],
-        "content_fragments" => vec![
-            c("id", Int),
-            c("learning_content_id", Int),
-            c("native_text", Text),
-            c("body_text", Text),
-            c("ipa", Text),
-            c("extra", Text),
-            c("fragment_type", Text),
-            c("fragment_metadata", Json),
-            c("created_at", Time),
-            c("updated_at", Time),
-        ],
-        "fragment_assets" => vec![
-            c("id", Int),
-            c("fragment_id", Int),
-            c("asset_type", Text),
-            c("asset_metadata", Json),
-            c("content_type", Text),
-            ("size", "asset_size", Int),
-            ("sha256", "asset_sha256", Text),
-            c("created_at", Time),
-            c("created_by", Text),
-        ],
-        "rankings" => vec![
-            c("id", Int),
-            c("fragment_id", Int),
-            c("asset_id", Int),
-            c("rank_score", Text),
-            c("assessed_by", Text),
-            c("assessment_notes", Text),
-            c("created_at", Time),
-            c("updated_at", Time),
-        ],
-        other => panic!("unknown table {other}"),
-    }
+    use content_model::Kind as Model;
+    let table =
+        content_model::Table::by_name(table).unwrap_or_else(|| panic!("unknown table {table}"));
+    table
+        .fields
+        .iter()
+        .map(|f| {
+            let kind = match f.kind {
+                Model::Id | Model::Int | Model::BigInt => Kind::Int,
+                Model::Text(_) | Model::Enum(_) | Model::Score => Kind::Text,
+                Model::Json => Kind::Json,
+                Model::Timestamp => Kind::Time,
+            };
+            (f.name, f.column, kind)
+        })
+        .collect()
 }
 
 pub const TABLES: [&str; 4] = [
