@@ -6,10 +6,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
 use content_model::{CONTENT_FRAGMENTS, FRAGMENT_ASSETS, Kind, LEARNING_CONTENT, Table};
 use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Result};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -533,11 +532,11 @@ fn blob_bytes(value: Sql) -> rusqlite::Result<Vec<u8>> {
 
 /// The bytes of one asset.
 pub fn asset_bytes(conn: &Connection, id: i64) -> Result<Vec<u8>> {
-    Ok(conn.query_row(
+    conn.query_row(
         "SELECT asset_data FROM fragment_assets WHERE id = ?1",
         [id],
         |r| blob_bytes(r.get::<_, Sql>(0)?),
-    )?)
+    )
 }
 
 fn ids(raw: &[BTreeMap<String, Sql>]) -> HashSet<i64> {

@@ -11,12 +11,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::Result;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::read::{self, ASSETS, CONTENT, FRAGMENTS, Plan, RANKINGS};
-use crate::api::ApiClient;
+use crate::api::{ApiClient, ApiError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableCheck {
@@ -78,7 +77,7 @@ pub fn list_path(table: &str) -> &'static str {
 }
 
 /// Every row the server holds for `table`, by id.
-pub fn server_rows(client: &ApiClient, table: &str) -> Result<BTreeMap<i64, Value>> {
+pub fn server_rows(client: &ApiClient, table: &str) -> Result<BTreeMap<i64, Value>, ApiError> {
     let mut out = BTreeMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -174,7 +173,7 @@ pub fn verify(
     client: &ApiClient,
     plan: &Plan,
     migrated: Option<&Migrated>,
-) -> Result<Vec<TableCheck>> {
+) -> Result<Vec<TableCheck>, ApiError> {
     let rows = |v: &[read::Row]| v.iter().map(|r| (r.id, r.json.clone())).collect::<Vec<_>>();
     Ok(vec![
         compare(
@@ -206,42 +205,4 @@ pub fn verify(
             migrated,
         ),
     ])
-}
-
-/// The checks as a text table.
-pub fn render(checks: &[TableCheck]) -> String {
-    let mut s = format!(
-        "{:<18} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} {:>9} {:>6}  result\n",
-        "table",
-        "source",
-        "rejected",
-        "expected",
-        "on server",
-        "matching",
-        "missing",
-        "differing",
-        "extra"
-    );
-    for c in checks {
-        s.push_str(&format!(
-            "{:<18} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} {:>9} {:>6}  {}\n",
-            c.table,
-            c.source,
-            c.rejected,
-            c.expected,
-            c.on_server,
-            c.matching,
-            c.missing,
-            c.differing,
-            c.extra,
-            if c.ok() && c.changed_since > 0 {
-                format!("ok ({} changed since the migration)", c.changed_since)
-            } else if c.ok() {
-                "ok".to_owned()
-            } else {
-                format!("MISMATCH (e.g. ids {:?})", c.examples)
-            }
-        ));
-    }
-    s
 }

@@ -1,6 +1,6 @@
 //! The agent's one SQLite file: a read mirror of the four content tables,
 //! the sync state of the change feed, the Anki card map, the embeddings and
-//! their sqlite-vec index.
+//! their sqlite-vec index, and what `migrate` records of a legacy file.
 //!
 //! The schema is versioned with `PRAGMA user_version` and upgraded in place
 //! by forward-only migrations ([`MIGRATIONS`]); an applied migration is never
@@ -12,6 +12,7 @@
 //! ```
 
 mod cache;
+mod migration;
 mod mirror;
 mod schema;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use serde::Serialize;
 
+pub use migration::{ArrivedRow, FinishedMigration, LegacyCopy, LegacyTables};
 pub use mirror::{Applied, PageBase, SyncPhase, SyncState};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use vectors::{
@@ -79,6 +81,8 @@ pub enum StoreError {
     DigestMismatch { expected: String },
     #[error("a vector has {got} dimensions; the store holds {expected}-dimensional vectors")]
     Dimensions { got: usize, expected: usize },
+    #[error("the path {} is not UTF-8, which SQLite cannot attach", path.display())]
+    NotUtf8 { path: PathBuf },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
 }
