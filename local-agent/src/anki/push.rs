@@ -181,7 +181,7 @@ struct Plan {
 fn plan(conn: &Connection, settings: &AnkiSettings) -> rusqlite::Result<Plan> {
     let mut cards = cards::read(conn)?;
     let mut plan = Plan::default();
-    for note in notes::render_all(conn, settings.notes)? {
+    for note in notes::render_all(conn, settings.notes.value)? {
         let card = cards.remove(&note.subject.note_of());
         let fields = match &card {
             Some(c) if c.is_legacy() => {
@@ -202,7 +202,7 @@ fn plan(conn: &Connection, settings: &AnkiSettings) -> rusqlite::Result<Plan> {
         };
         match (card.status, card.note_id) {
             (CardStatus::DeletedInAnki, _) => {
-                if settings.deleted_in_anki == DeletedInAnki::Recreate {
+                if settings.deleted_in_anki.value == DeletedInAnki::Recreate {
                     plan.adds.push(job.into_add(Add::Recreate));
                 }
             }
@@ -216,7 +216,7 @@ fn plan(conn: &Connection, settings: &AnkiSettings) -> rusqlite::Result<Plan> {
         }
     }
     // Cards whose row left the mirror (not those a note policy hides).
-    if settings.deleted_upstream == DeletedUpstream::Tag {
+    if settings.deleted_upstream.value == DeletedUpstream::Tag {
         for card in cards.into_values() {
             if card.note_id.is_some()
                 && card.status != CardStatus::DeletedUpstream
@@ -381,7 +381,7 @@ fn check_notes(
                     plan.adds.push(job.into_add(Add::LegacyElsewhere));
                     continue;
                 }
-                match settings.deleted_in_anki {
+                match settings.deleted_in_anki.value {
                     DeletedInAnki::Leave => {
                         report.deleted_in_anki += 1;
                         deleted.push(job);
@@ -421,7 +421,7 @@ fn model_names(anki: &AnkiConnect) -> Result<HashSet<String>, AnkiError> {
 
 /// The deck and the agent's note type, before notes are added.
 fn prepare_collection(anki: &AnkiConnect, settings: &AnkiSettings) -> Result<(), AnkiError> {
-    anki.invoke("createDeck", json!({ "deck": settings.deck }))?;
+    anki.invoke("createDeck", json!({ "deck": settings.deck.value }))?;
     if !model_names(anki)?.contains(MODEL_NAME) {
         match anki.invoke("createModel", notes::model_params()) {
             Ok(_) | Err(AnkiError::ModelExists) => {}
@@ -485,7 +485,7 @@ fn update(
                     })
                 }
                 Err(AnkiError::NoteNotFound(_))
-                    if settings.deleted_in_anki == DeletedInAnki::Leave =>
+                    if settings.deleted_in_anki.value == DeletedInAnki::Leave =>
                 {
                     report.deleted_in_anki += 1;
                     job.entry(Outcome::DeletedInAnki)
@@ -517,7 +517,7 @@ fn add(
         let action = Action::new(
             "addNote",
             json!({"note": {
-                "deckName": settings.deck,
+                "deckName": settings.deck.value,
                 "modelName": MODEL_NAME,
                 "fields": job.fields,
                 "tags": job.note.tags,
@@ -549,7 +549,7 @@ fn add(
             }
         }
         let note_ids: Vec<i64> = added.iter().map(|(_, id, _)| *id).collect();
-        report.moved_to_deck += place_in_deck(anki, &note_ids, &settings.deck)?;
+        report.moved_to_deck += place_in_deck(anki, &note_ids, &settings.deck.value)?;
         for (job, note_id, adopted) in added {
             match job.add {
                 _ if adopted => report.adopted += 1,
@@ -559,7 +559,7 @@ fn add(
             }
             entries.push(job.entry(Outcome::Synced {
                 note_id,
-                deck: settings.deck.clone(),
+                deck: settings.deck.value.clone(),
                 note_type: MODEL_NAME.to_owned(),
             }));
         }
