@@ -1,6 +1,7 @@
 //! Anki through AnkiConnect: [`connect`] is the add-on's wire protocol,
 //! [`notes`] what a note holds and [`push`] the idempotent sync of the
-//! mirror into the collection, recorded in `anki_cards`.
+//! mirror into the collection, phase by phase (`plan`, `check`, [`media`],
+//! `update`, `add`), recorded in the store's card map (`anki_cards`).
 //!
 //! Its settings, policies included, are the config's Anki section
 //! ([`AnkiSettings`], the `[anki]` table of the config file):
@@ -13,11 +14,14 @@
 //!   `thai-content::deleted`, its review history stays) or `leave`. The
 //!   agent never deletes a note.
 
-pub mod cards;
+mod add;
+mod check;
 pub mod connect;
 pub mod media;
 pub mod notes;
+mod plan;
 pub mod push;
+mod update;
 
 pub use connect::{AnkiConnect, AnkiError};
 pub use push::{PushError, PushOptions, PushReport, push};

@@ -12,6 +12,7 @@
 //! ```
 
 mod cache;
+mod cards;
 mod mirror;
 mod schema;
 #[cfg(test)]
@@ -25,6 +26,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 use serde::Serialize;
 
+pub use cards::{
+    AudioAsset, Card, CardEntry, CardOutcome, CardStatus, NoteContent, NoteFragment, NoteOf,
+    Subject, content_hash,
+};
 pub use mirror::{Applied, PageBase, SyncPhase, SyncState};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 pub use vectors::{
