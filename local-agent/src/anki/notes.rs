@@ -1,14 +1,15 @@
 //! What a note looks like: the agent's note type, the notes rendered from
-//! the mirror (one per content and/or per fragment), the best audio of a
-//! fragment, and the content hash that decides whether a note changed.
+//! the mirror's rows (one per content and/or per fragment, a fragment's
+//! with its best audio), and legacy notes' own field names.
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::NotePolicy;
+use crate::store::{AudioAsset, NoteContent, NoteFragment, Store, StoreError};
+
+pub use crate::store::{NoteOf, Subject, content_hash};
 
 /// The agent's own note type. Its first field, `Key`, is `content:<id>` or
 /// `fragment:<id>`: AnkiConnect refuses a note whose first field is
@@ -54,84 +55,6 @@ pub fn model_params() -> Value {
     })
 }
 
-/// What a note is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Subject {
-    Content(i64),
-    Fragment { id: i64, content: Option<i64> },
-}
-
-impl Subject {
-    /// The value of the `Key` field.
-    pub fn key(self) -> String {
-        self.note_of().key()
-    }
-
-    pub fn note_of(self) -> NoteOf {
-        match self {
-            Subject::Content(id) => NoteOf::Content(id),
-            Subject::Fragment { id, .. } => NoteOf::Fragment(id),
-        }
-    }
-
-    pub fn content_id(self) -> Option<i64> {
-        match self {
-            Subject::Content(id) => Some(id),
-            Subject::Fragment { content, .. } => content,
-        }
-    }
-
-    pub fn fragment_id(self) -> Option<i64> {
-        match self {
-            Subject::Content(_) => None,
-            Subject::Fragment { id, .. } => Some(id),
-        }
-    }
-}
-
-/// The row a note stands for: what identifies a note and its card record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NoteOf {
-    Content(i64),
-    Fragment(i64),
-}
-
-impl NoteOf {
-    /// The value of the `Key` field.
-    pub fn key(self) -> String {
-        match self {
-            NoteOf::Content(id) => format!("content:{id}"),
-            NoteOf::Fragment(id) => format!("fragment:{id}"),
-        }
-    }
-
-    /// Whether the mirror still holds the row.
-    pub fn in_mirror(self, conn: &Connection) -> rusqlite::Result<bool> {
-        let (sql, id) = match self {
-            NoteOf::Content(id) => (
-                "SELECT EXISTS (SELECT 1 FROM learning_content WHERE id = ?1)",
-                id,
-            ),
-            NoteOf::Fragment(id) => (
-                "SELECT EXISTS (SELECT 1 FROM content_fragments WHERE id = ?1)",
-                id,
-            ),
-        };
-        conn.prepare_cached(sql)?.query_row([id], |r| r.get(0))
-    }
-}
-
-impl From<NoteOf> for Subject {
-    /// The subject of a card whose row may have left the mirror: a
-    /// fragment's content is not known then.
-    fn from(of: NoteOf) -> Subject {
-        match of {
-            NoteOf::Content(id) => Subject::Content(id),
-            NoteOf::Fragment(id) => Subject::Fragment { id, content: None },
-        }
-    }
-}
-
 /// The audio a note plays: an asset of the mirror and the media file name
 /// it is stored under in Anki.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,13 +74,6 @@ pub struct Rendered {
     pub fields: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub audio: Option<Audio>,
-}
-
-/// sha256 hex of the fields as canonical JSON (keys sorted): the
-/// `anki_cards.content_hash` of a note.
-pub fn content_hash(fields: &BTreeMap<String, String>) -> String {
-    let text = serde_json::to_string(fields).expect("strings serialise");
-    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// Text as an Anki field holds it: HTML, so `<`, `>` and `&` are escaped
@@ -195,32 +111,14 @@ pub fn media_file_name(sha256: &str, content_type: Option<&str>) -> String {
     format!("{MEDIA_PREFIX}{prefix}.{ext}")
 }
 
-/// The best audio asset of a fragment, by the API's rule for
-/// `/api/rankings/best`: the highest mean ranking, then the most rankings,
-/// then the lowest id; unranked assets after all ranked ones.
-pub fn best_audio(conn: &Connection, fragment_id: i64) -> rusqlite::Result<Option<Audio>> {
-    conn.query_row(
-        "SELECT a.id, a.sha256, a.content_type, a.size
-         FROM fragment_assets a
-         LEFT JOIN (SELECT asset_id, avg(rank_hundredths) AS mean, count(*) AS n
-                    FROM rankings WHERE rank_hundredths IS NOT NULL GROUP BY asset_id) r
-                ON r.asset_id = a.id
-         WHERE a.fragment_id = ?1 AND a.asset_type = 'audio' AND a.size > 0
-         ORDER BY r.mean IS NULL, r.mean DESC, r.n DESC, a.id
-         LIMIT 1",
-        [fragment_id],
-        |r| {
-            let sha256: String = r.get(1)?;
-            let content_type: Option<String> = r.get(2)?;
-            Ok(Audio {
-                asset_id: r.get(0)?,
-                file_name: media_file_name(&sha256, content_type.as_deref()),
-                sha256: sha256.to_ascii_lowercase(),
-                size: r.get::<_, i64>(3)?.try_into().unwrap_or_default(),
-            })
-        },
-    )
-    .optional()
+/// The audio of an asset, under its media file name.
+pub fn audio(asset: AudioAsset) -> Audio {
+    Audio {
+        asset_id: asset.id,
+        file_name: media_file_name(&asset.sha256, asset.content_type.as_deref()),
+        sha256: asset.sha256.to_ascii_lowercase(),
+        size: asset.size.try_into().unwrap_or_default(),
+    }
 }
 
 /// An Anki tag from free text: no spaces (Anki splits tags on them).
@@ -248,13 +146,17 @@ fn content_tags(tags_json: Option<&str>) -> Vec<String> {
     }
 }
 
-struct ContentInfo {
-    title: String,
-    content_type: String,
-    native_text: String,
-    translation: String,
-    ipa: String,
-    tags: Vec<String>,
+/// The tags of a note of `kind` (`content` or `fragment`), with its
+/// content's type and own tags.
+fn tags(kind: &str, content: Option<&NoteContent>) -> Vec<String> {
+    let mut tags = vec![TAG.to_owned(), format!("{TAG}::{kind}")];
+    if let Some(c) = content {
+        tags.extend(tag(&format!("{TAG}::type::{}", c.content_type)));
+        tags.extend(content_tags(c.tags.as_deref()));
+    }
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 fn fields(
@@ -279,101 +181,70 @@ fn fields(
 }
 
 /// Every note the mirror asks for under `policy`, ordered by key.
-pub fn render_all(conn: &Connection, policy: NotePolicy) -> rusqlite::Result<Vec<Rendered>> {
-    let mut contents: BTreeMap<i64, ContentInfo> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT id, title, content_type, native_text, translation, ipa, tags
-             FROM learning_content ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                ContentInfo {
-                    title: r.get(1)?,
-                    content_type: r.get(2)?,
-                    native_text: r.get(3)?,
-                    translation: r.get(4)?,
-                    ipa: r.get(5)?,
-                    tags: content_tags(r.get::<_, Option<String>>(6)?.as_deref()),
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, info) = row?;
-            contents.insert(id, info);
-        }
-    }
-    let base_tags = |kind: &str, c: Option<&ContentInfo>| {
-        let mut tags = vec![TAG.to_owned(), format!("{TAG}::{kind}")];
-        if let Some(c) = c {
-            tags.extend(tag(&format!("{TAG}::type::{}", c.content_type)));
-            tags.extend(c.tags.iter().cloned());
-        }
-        tags.sort();
-        tags.dedup();
-        tags
-    };
+pub fn render_all(store: &Store, policy: NotePolicy) -> Result<Vec<Rendered>, StoreError> {
+    let contents: BTreeMap<i64, NoteContent> = store
+        .note_contents()?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
     let mut notes = Vec::new();
     if policy.contents() {
-        for (&id, c) in &contents {
-            let subject = Subject::Content(id);
-            notes.push(Rendered {
-                subject,
-                fields: fields(
-                    &c.native_text,
-                    &c.translation,
-                    &c.ipa,
-                    "",
-                    &c.title,
-                    &subject.key(),
-                ),
-                tags: base_tags("content", Some(c)),
-                audio: None,
-            });
-        }
+        notes.extend(contents.values().map(content_note));
     }
     if policy.fragments() {
-        let mut stmt = conn.prepare(
-            "SELECT id, learning_content_id, native_text, body_text, ipa, extra
-             FROM content_fragments ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, content, native, body, ipa, extra) = row?;
-            let subject = Subject::Fragment { id, content };
-            let audio = best_audio(conn, id)?;
-            let sound = audio
-                .as_ref()
-                .map(|a| format!("[sound:{}]", a.file_name))
-                .unwrap_or_default();
-            let c = content.and_then(|c| contents.get(&c));
-            notes.push(Rendered {
-                subject,
-                fields: fields(
-                    &native,
-                    &body,
-                    ipa.as_deref().unwrap_or_default(),
-                    &sound,
-                    extra.as_deref().unwrap_or_default(),
-                    &subject.key(),
-                ),
-                tags: base_tags("fragment", c),
-                audio,
-            });
+        for f in store.note_fragments()? {
+            let sound = store.best_audio(f.id)?.map(audio);
+            let content = f.content_id.and_then(|c| contents.get(&c));
+            notes.push(fragment_note(&f, content, sound));
         }
     }
     notes.sort_by_key(|n| n.subject.key());
     Ok(notes)
+}
+
+fn content_note(c: &NoteContent) -> Rendered {
+    let subject = Subject::Content(c.id);
+    Rendered {
+        subject,
+        fields: fields(
+            &c.native_text,
+            &c.translation,
+            &c.ipa,
+            "",
+            &c.title,
+            &subject.key(),
+        ),
+        tags: tags("content", Some(c)),
+        audio: None,
+    }
+}
+
+fn fragment_note(
+    f: &NoteFragment,
+    content: Option<&NoteContent>,
+    audio: Option<Audio>,
+) -> Rendered {
+    let subject = Subject::Fragment {
+        id: f.id,
+        content: f.content_id,
+    };
+    let sound = audio
+        .as_ref()
+        .map(|a| format!("[sound:{}]", a.file_name))
+        .unwrap_or_default();
+    Rendered {
+        subject,
+        fields: fields(
+            &f.native_text,
+            &f.body_text,
+            f.ipa.as_deref().unwrap_or_default(),
+            &sound,
+            f.extra.as_deref().unwrap_or_default(),
+            &subject.key(),
+        ),
+        tags: tags("fragment", content),
+        audio,
+    }
 }
 
 /// The fields to send to a note of another note type (a legacy note): each

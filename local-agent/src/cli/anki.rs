@@ -6,11 +6,10 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use local_agent::anki::{AnkiSettings, PushReport};
-use local_agent::config::FileConfig;
+use local_agent::anki::PushReport;
 use local_agent::store::Store;
 
-use super::{Ctx, api_client, env_var, open_store};
+use super::{Ctx, api_client, open_store};
 
 #[derive(Debug, Subcommand)]
 pub enum AnkiCommand {
@@ -34,32 +33,21 @@ pub struct AnkiArgs {
     pub verify: bool,
 }
 
-fn anki_settings(file: &FileConfig, args: &AnkiArgs) -> AnkiSettings {
-    local_agent::anki::AnkiSettings::resolve(
-        &file.anki,
-        args.anki_url.clone(),
-        args.deck.clone(),
-        &env_var,
-    )
-}
-
 /// The push itself, with its progress bars; shared by `anki push` and
-/// `sync`.
-pub fn execute(
-    ctx: &Ctx,
-    args: &AnkiArgs,
-    store: &mut Store,
-) -> Result<(AnkiSettings, PushReport)> {
-    let (out, settings, file, backoff) = (&ctx.out, &ctx.settings, &ctx.file, ctx.backoff);
-    let anki_settings = anki_settings(file, args);
+/// `sync`. `args`' URL and deck are in the settings already (they are
+/// flags of the Anki section).
+pub fn execute(ctx: &Ctx, args: &AnkiArgs, store: &mut Store) -> Result<PushReport> {
+    let (out, settings, backoff) = (&ctx.out, &ctx.settings, ctx.backoff);
+    let anki_settings = &settings.anki;
     let anki = local_agent::anki::AnkiConnect::new(
-        &anki_settings.url,
-        anki_settings.api_key.clone(),
-        Duration::from_secs(anki_settings.timeout_secs),
+        &anki_settings.url.value,
+        anki_settings.api_key.as_ref().map(|k| k.value.clone()),
+        Duration::from_secs(anki_settings.timeout.value),
     );
     // Audio not cached yet is fetched from the API when one is configured.
     let api = settings
-        .api_url
+        .api
+        .url
         .as_ref()
         .map(|_| api_client(settings, backoff))
         .transpose()?;
@@ -67,13 +55,13 @@ pub fn execute(
         store,
         &anki,
         api.as_ref(),
-        &anki_settings,
+        anki_settings,
         local_agent::anki::PushOptions {
             verify: args.verify,
         },
         &mut out.push_progress(),
     )?;
-    Ok((anki_settings, report))
+    Ok(report)
 }
 
 pub fn describe_push(report: &PushReport, deck: &str, seconds: f64) -> String {
@@ -144,7 +132,8 @@ pub fn run(ctx: &Ctx, args: &AnkiArgs) -> Result<()> {
     let out = &ctx.out;
     let mut store = open_store(&ctx.settings)?;
     let started = Instant::now();
-    let (anki_settings, report) = execute(ctx, args, &mut store)?;
+    let report = execute(ctx, args, &mut store)?;
+    let deck = &ctx.settings.anki.deck.value;
     let seconds = started.elapsed().as_secs_f64();
     #[derive(Serialize)]
     struct Json<'a> {
@@ -155,11 +144,11 @@ pub fn run(ctx: &Ctx, args: &AnkiArgs) -> Result<()> {
     }
     out.print(
         &Json {
-            deck: &anki_settings.deck,
+            deck,
             report: &report,
             seconds,
         },
-        || describe_push(&report, &anki_settings.deck, seconds),
+        || describe_push(&report, deck, seconds),
     )?;
     if !report.failed.is_empty() {
         bail!("{} note(s) could not be pushed", report.failed.len());

@@ -1,8 +1,9 @@
-//! `local-agent config`: the settings in effect and where each comes from.
+//! `local-agent config`: the settings in effect and where each comes from,
+//! section by section, under the names the config file gives them.
 
 use anyhow::Result;
 
-use local_agent::config::{self, Settings};
+use local_agent::config::{Settings, Shown, Source};
 
 use super::Ctx;
 
@@ -12,39 +13,35 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 }
 
 fn describe_settings(s: &Settings) -> String {
-    fn src(source: config::Source) -> &'static str {
-        match source {
-            config::Source::Flag => "flag",
-            config::Source::Env => "environment",
-            config::Source::File => "config file",
-            config::Source::Default => "default",
+    let mut lines = Vec::new();
+    for (section, shown) in s.sections() {
+        if let Some(name) = section {
+            lines.push(format!("\n[{name}]"));
         }
+        lines.extend(shown.iter().map(line));
     }
-    let opt = |v: &Option<config::Sourced<String>>, secret: bool| match v {
-        Some(v) if secret => format!("<set> ({})", src(v.source)),
-        Some(v) => format!("{} ({})", v.value, src(v.source)),
+    lines.join("\n")
+}
+
+fn line(shown: &Shown) -> String {
+    let value = match &shown.value {
         None => "-".to_owned(),
+        Some(v) => {
+            let text = match &v.value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            format!("{text} ({})", source(v.source))
+        }
     };
-    format!(
-        "config file  {} ({})\n\
-         store        {} ({})\n\
-         api url      {}\n\
-         token        {}\n\
-         api timeout  {} s ({})\n\
-         embed model  {} ({})\n\
-         embed url    {}\n\
-         embed key    {}",
-        s.config_file.value.display(),
-        src(s.config_file.source),
-        s.db.value.display(),
-        src(s.db.source),
-        opt(&s.api_url, false),
-        opt(&s.token, true),
-        s.api_timeout.value,
-        src(s.api_timeout.source),
-        s.embed.model.value,
-        src(s.embed.model.source),
-        opt(&s.embed.url, false),
-        opt(&s.embed.api_key, true),
-    )
+    format!("{:<18}{value}", shown.key)
+}
+
+fn source(source: Source) -> &'static str {
+    match source {
+        Source::Flag => "flag",
+        Source::Env => "environment",
+        Source::File => "config file",
+        Source::Default => "default",
+    }
 }

@@ -34,8 +34,8 @@ pub fn run(ctx: Ctx, args: InitArgs) -> Result<()> {
     let out = &out;
     let settings = &settings;
     let path = &settings.config_file.value;
-    let api_url = settings.api_url.as_ref().map(|u| u.value.clone());
-    let token = settings.token.as_ref().map(|t| t.value.clone());
+    let api_url = settings.api.url.as_ref().map(|u| u.value.clone());
+    let token = settings.api.token.as_ref().map(|t| t.value.clone());
     if api_url.is_none() {
         bail!("init needs the API URL: local-agent init --api-url <URL> --token <JWT>");
     }

@@ -174,20 +174,7 @@ pub fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    let embed_model = match &cli.command {
-        Command::Embed(args) => args.model.clone(),
-        Command::Search(args) => args.model.clone(),
-        _ => None,
-    };
-    let flags = Flags {
-        config: cli.global.config.clone(),
-        db: cli.global.db.clone(),
-        api_url: cli.global.api_url.clone(),
-        token: cli.global.token.clone(),
-        api_timeout: cli.global.api_timeout,
-        embed_model,
-        ..Flags::default()
-    };
+    let flags = flags(&cli);
     let dirs = Dirs::platform();
     let config_path = local_agent::config::config_path(&flags, &env_var, dirs.as_ref())?;
     let file = FileConfig::load(&config_path.value)?;
@@ -218,13 +205,39 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The settings given as flags, global or of the command.
+fn flags(cli: &Cli) -> Flags {
+    let g = &cli.global;
+    let mut flags = Flags {
+        config: g.config.clone(),
+        db: g.db.clone(),
+        api_url: g.api_url.clone(),
+        token: g.token.clone(),
+        api_timeout: g.api_timeout,
+        ..Flags::default()
+    };
+    match &cli.command {
+        Command::Embed(embed::EmbedArgs { model, .. })
+        | Command::Search(search::SearchArgs { model, .. }) => flags.embed_model.clone_from(model),
+        Command::Anki {
+            command: anki::AnkiCommand::Push(args),
+        }
+        | Command::Sync(args) => {
+            flags.anki_url.clone_from(&args.anki_url);
+            flags.anki_deck.clone_from(&args.deck);
+        }
+        _ => {}
+    }
+    flags
+}
+
 pub(crate) fn open_store(settings: &Settings) -> Result<Store> {
     let path = &settings.db.value;
     Store::open(path).with_context(|| format!("opening the store {}", path.display()))
 }
 
 pub(crate) fn api_client(settings: &Settings, backoff: Backoff) -> Result<ApiClient> {
-    let Some(url) = &settings.api_url else {
+    let Some(url) = &settings.api.url else {
         bail!(
             "no API URL configured; run `local-agent init --api-url <URL> --token <JWT>`, \
              or pass --api-url or set THAI_AGENT_API_URL"
@@ -232,10 +245,10 @@ pub(crate) fn api_client(settings: &Settings, backoff: Backoff) -> Result<ApiCli
     };
     Ok(ApiClient::new(
         &url.value,
-        settings.token.as_ref().map(|t| t.value.clone()),
+        settings.api.token.as_ref().map(|t| t.value.clone()),
         backoff,
     )
-    .with_timeout(Duration::from_secs(settings.api_timeout.value)))
+    .with_timeout(Duration::from_secs(settings.api.timeout.value)))
 }
 
 pub(crate) fn embedder(
@@ -251,12 +264,12 @@ pub(crate) fn embedder(
         e.endpoint()?,
         &e.model.value,
         e.api_key.as_ref().map(|k| k.value.clone()),
-        e.dimensions,
+        e.dimensions.as_ref().map(|d| d.value),
         backoff,
     )
     .with_retry_hook(retry_notices(out, None));
     Ok(Box::new(match &e.endpoint_name {
-        Some(name) => embedder.with_endpoint_name(name),
+        Some(name) => embedder.with_endpoint_name(&name.value),
         None => embedder,
     }))
 }

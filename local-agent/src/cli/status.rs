@@ -12,7 +12,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let counts = store.counts()?;
     let sync = store.sync_state()?;
     let schema = store.schema_version()?;
-    let api = match &settings.api_url {
+    let api = match &settings.api.url {
         None => ApiStatus {
             url: None,
             answers: false,

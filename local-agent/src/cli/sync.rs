@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, args: &AnkiArgs) -> Result<()> {
     let pulled = pull::execute(ctx, &mut store, PullOptions::default())?;
     let embedder = embedder(out, &ctx.settings, ctx.backoff)?;
     let embedded = embed::execute(ctx, &mut store, embedder.as_ref(), KindArg::All)?;
-    let (anki_settings, report) = anki::execute(ctx, args, &mut store)?;
+    let report = anki::execute(ctx, args, &mut store)?;
     let seconds = started.elapsed().as_secs_f64();
     #[derive(Serialize)]
     struct Json<'a> {
@@ -42,7 +42,7 @@ pub fn run(ctx: &Ctx, args: &AnkiArgs) -> Result<()> {
                 pulled.upserts,
                 pulled.deletes,
                 embedded.embedded,
-                describe_push(&report, &anki_settings.deck, seconds)
+                describe_push(&report, &ctx.settings.anki.deck.value, seconds)
             )
         },
     )?;

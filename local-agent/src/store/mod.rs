@@ -12,6 +12,7 @@
 //! ```
 
 mod cache;
+mod cards;
 mod migration;
 mod mirror;
 mod schema;
@@ -26,6 +27,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 use serde::Serialize;
 
+pub use cards::{
+    AudioAsset, Card, CardEntry, CardOutcome, CardStatus, NoteContent, NoteFragment, NoteOf,
+    Subject, content_hash,
+};
 pub use migration::{ArrivedRow, FinishedMigration, LegacyCopy, LegacyTables};
 pub use mirror::{Applied, PageBase, SyncPhase, SyncState};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};

@@ -1,0 +1,80 @@
+//! The embedder section: the model, and the OpenAI-compatible endpoint a
+//! model other than the built-in one needs (the `[embed]` table).
+
+use super::file::EmbedFileConfig;
+use super::{ConfigError, Key, Layers, Shown, Sourced, from_file, redacted, show};
+use crate::embed::HASHED_NGRAMS_MODEL;
+
+pub const ENV_EMBED_URL: &str = "THAI_AGENT_EMBED_URL";
+pub const ENV_EMBED_MODEL: &str = "THAI_AGENT_EMBED_MODEL";
+pub const ENV_EMBED_API_KEY: &str = "THAI_AGENT_EMBED_API_KEY";
+
+const MODEL: Key = Key {
+    what: "the embedding model",
+    flag: Some("--model"),
+    env: ENV_EMBED_MODEL,
+    file: "[embed] model",
+};
+const URL: Key = Key {
+    what: "the embedding URL",
+    flag: None,
+    env: ENV_EMBED_URL,
+    file: "[embed] url",
+};
+const API_KEY: Key = Key {
+    what: "the embedding key",
+    flag: None,
+    env: ENV_EMBED_API_KEY,
+    file: "[embed] api_key",
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedSettings {
+    pub model: Sourced<String>,
+    pub url: Option<Sourced<String>>,
+    pub api_key: Option<Sourced<String>>,
+    pub dimensions: Option<Sourced<usize>>,
+    /// The name the endpoint serves `model` by, when the config file gives
+    /// another one (`[embed.endpoint_names]`).
+    pub endpoint_name: Option<Sourced<String>>,
+}
+
+impl EmbedSettings {
+    pub(super) fn resolve(l: &Layers<'_>, file: &EmbedFileConfig) -> Result<Self, ConfigError> {
+        let model = l
+            .value(&MODEL, l.flags.embed_model.as_ref(), file.model.as_ref())
+            .unwrap_or_else(|| Sourced::built_in(HASHED_NGRAMS_MODEL.to_owned()));
+        Ok(EmbedSettings {
+            endpoint_name: from_file(file.endpoint_names.get(&model.value).cloned()),
+            model,
+            url: l.url(&URL, None, file.url.as_ref())?,
+            api_key: l.value(&API_KEY, None, file.api_key.as_ref()),
+            dimensions: from_file(file.dimensions),
+        })
+    }
+
+    pub(super) fn shown(&self) -> Vec<Shown> {
+        vec![
+            show("model", Some(&self.model)),
+            show("url", self.url.as_ref()),
+            redacted("api_key", self.api_key.as_ref()),
+            show("dimensions", self.dimensions.as_ref()),
+            show("endpoint_name", self.endpoint_name.as_ref()),
+        ]
+    }
+
+    /// Whether the built-in embedder serves this model.
+    pub fn is_builtin(&self) -> bool {
+        self.model.value == HASHED_NGRAMS_MODEL
+    }
+
+    /// The endpoint URL a non-built-in model needs.
+    pub fn endpoint(&self) -> Result<&str, ConfigError> {
+        self.url
+            .as_ref()
+            .map(|u| u.value.as_str())
+            .ok_or_else(|| ConfigError::NoEmbedUrl {
+                model: self.model.value.clone(),
+            })
+    }
+}
