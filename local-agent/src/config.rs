@@ -10,6 +10,7 @@
 mod anki;
 mod embed;
 mod file;
+mod policy;
 
 use std::path::PathBuf;
 
@@ -17,11 +18,12 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 pub use anki::{
-    AnkiSettings, DEFAULT_ANKI_TIMEOUT_SECS, DEFAULT_ANKI_URL, DEFAULT_DECK, DeletedInAnki,
-    DeletedUpstream, ENV_ANKI_DECK, ENV_ANKI_KEY, ENV_ANKI_TIMEOUT, ENV_ANKI_URL, NotePolicy,
+    AnkiSettings, DEFAULT_ANKI_TIMEOUT_SECS, DEFAULT_ANKI_URL, DEFAULT_DECK, ENV_ANKI_DECK,
+    ENV_ANKI_KEY, ENV_ANKI_TIMEOUT, ENV_ANKI_URL,
 };
 pub use embed::{ENV_EMBED_API_KEY, ENV_EMBED_MODEL, ENV_EMBED_URL, EmbedSettings};
 pub use file::{AnkiFileConfig, EmbedFileConfig, FileConfig};
+pub use policy::{DeletedInAnki, DeletedUpstream, NotePolicy};
 
 use crate::embed::HASHED_NGRAMS_MODEL;
 

@@ -1,15 +1,17 @@
 //! Asset bytes: upload as the raw request body, download with ETag,
 //! conditional GET and single byte ranges. Metadata is the plain resource.
 
+use serde_json::json;
 use spin_sdk::http::Response;
 use spin_sdk::pg4::ParameterValue;
 
 use crate::crud::{self, Params};
+use crate::doc::{self, Doc};
 use crate::problem::Problem;
 use crate::request::{self, Query};
 use crate::respond;
 use crate::router::{Ctx, Handled};
-use crate::schema::{ASSET_TYPES, ASSETS, Assignment, Mode};
+use crate::schema::{ASSET_TYPES, ASSETS, Assignment, Mode, Resource};
 use crate::value;
 
 /// `POST /api/assets?fragment_id=&asset_type=&created_by=`: the body is the
@@ -308,6 +310,56 @@ fn parse_range(header: &str, size: u64) -> RangeRequest {
             _ => RangeRequest::Ignore,
         },
     }
+}
+
+pub fn upload_doc(resource: Option<&'static Resource>) -> Doc {
+    upload_doc_with(upload_parameters(Doc::new()), resource)
+}
+
+/// `PUT /api/import/assets/{id}`: an upload that also carries what the
+/// server would otherwise set.
+pub fn import_doc(resource: Option<&'static Resource>) -> Doc {
+    let doc = upload_parameters(Doc::new())
+        .query_described("asset_metadata", json!({"type": "string"}), "JSON.")
+        .query(
+            "created_at",
+            json!({"type": "string", "format": "date-time"}),
+        );
+    upload_doc_with(doc, resource)
+}
+
+fn upload_parameters(doc: Doc) -> Doc {
+    let text = json!({"type": "string"});
+    doc.query("fragment_id", text.clone())
+        .required_query("asset_type", text.clone())
+        .query("created_by", text)
+}
+
+fn upload_doc_with(doc: Doc, resource: Option<&'static Resource>) -> Doc {
+    doc.body("*/*", json!({"type": "string", "format": "binary"}))
+        .json(
+            "201",
+            "Stored; size and sha256 describe the bytes.",
+            doc::row(resource),
+        )
+        .problem("413", "Larger than max_asset_bytes.")
+        .problem("415", "No media type.")
+        .problem("422", "Empty, or a field is invalid.")
+}
+
+pub fn data_doc(_: Option<&'static Resource>) -> Doc {
+    Doc::new()
+        .header("Range", Some("One bytes range."))
+        .header("If-None-Match", None)
+        .response(
+            "200",
+            json!({"description": "The exact bytes; ETag is the sha256.",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}),
+        )
+        .empty("206", "The requested range, with Content-Range.")
+        .empty("304", "Not modified.")
+        .problem("404", "No such asset.")
+        .problem("416", "The range lies outside the asset.")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use spin_sdk::pg4::{ParameterValue, RowSet};
 
 use crate::auth::Role;
 use crate::cursor;
+use crate::doc::{self, Doc};
 use crate::problem::Problem;
 use crate::request::{self, Query};
 use crate::respond;
@@ -24,44 +25,110 @@ pub const MAX_LIMIT: i64 = 500;
 pub const PAGE_BYTES: i64 = content_model::limits::PAGE_BYTES as i64;
 
 /// The five routes of a resource: `/api/<path>` and `/api/<path>/:id`.
-/// `get` is the single-row handler (content swaps in its `expand`).
-pub fn routes(resource: &'static Resource, get_op: Op, get: fn(&Ctx) -> Handled) -> Vec<Route> {
+/// `get` is the single-row handler and `get_doc` its description (content
+/// swaps in its `expand`).
+pub fn routes(
+    resource: &'static Resource,
+    get_op: Op,
+    get: fn(&Ctx) -> Handled,
+    get_doc: fn(Option<&'static Resource>) -> Doc,
+) -> Vec<Route> {
     let collection = resource.collection_route;
     let item = resource.item_route;
+    let anyone = Some(Role::Anon);
+    let writer = Some(Role::Authenticated);
     let mut routes =
-        vec![Route::new(Op::List, Method::Get, collection, Some(Role::Anon), list).on(resource)];
+        vec![Route::new(Op::List, Method::Get, collection, anyone, list, list_doc).on(resource)];
     if resource.json_create {
         routes.push(
             Route::new(
                 Op::Create,
                 Method::Post,
                 collection,
-                Some(Role::Authenticated),
+                writer,
                 create,
+                create_doc,
             )
             .on(resource),
         );
     }
     routes.extend([
-        Route::new(get_op, Method::Get, item, Some(Role::Anon), get).on(resource),
-        Route::new(
-            Op::Update,
-            Method::Patch,
-            item,
-            Some(Role::Authenticated),
-            update,
-        )
-        .on(resource),
-        Route::new(
-            Op::Delete,
-            Method::Delete,
-            item,
-            Some(Role::Authenticated),
-            delete,
-        )
-        .on(resource),
+        Route::new(get_op, Method::Get, item, anyone, get, get_doc).on(resource),
+        Route::new(Op::Update, Method::Patch, item, writer, update, update_doc).on(resource),
+        Route::new(Op::Delete, Method::Delete, item, writer, delete, delete_doc).on(resource),
     ]);
     routes
+}
+
+fn list_doc(resource: Option<&'static Resource>) -> Doc {
+    let r = resource.expect("list routes have a resource");
+    let mut doc = Doc::new();
+    for (param, filter) in r.filters {
+        let schema = match filter {
+            Filter::IntEq(_) => json!({"type": "integer", "minimum": 1}),
+            _ => json!({"type": "string", "maxLength": 200}),
+        };
+        doc = doc.query(param, schema);
+    }
+    doc.query(
+        "limit",
+        json!({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
+    )
+    .query_described(
+        "cursor",
+        json!({"type": "string"}),
+        "The next value of the previous page.",
+    )
+    .json(
+        "200",
+        "A page, ordered by id.",
+        json!({"type": "object", "required": ["items", "next"], "properties": {
+            "items": {"type": "array", "items": doc::row(resource)},
+            "next": {"type": ["string", "null"]}}}),
+    )
+    .problem("400", "An unknown or malformed parameter.")
+}
+
+fn create_doc(resource: Option<&'static Resource>) -> Doc {
+    let row = doc::row(resource);
+    Doc::new()
+        .json_body(row.clone())
+        .json("201", "Created; Location and ETag name it.", row)
+        .problem("415", "Not application/json.")
+        .problem("422", "A field is invalid; errors name it.")
+        .problem("409", "Conflicts with an existing row.")
+}
+
+/// A row by id, with the conditional-request headers every row read takes.
+pub fn get_doc(resource: Option<&'static Resource>) -> Doc {
+    get_doc_with(Doc::new(), doc::row(resource))
+}
+
+/// [`get_doc`] with more parameters before it and another body schema.
+pub fn get_doc_with(doc: Doc, body: Value) -> Doc {
+    doc.header("If-None-Match", None)
+        .json("200", "The row, with its ETag.", body)
+        .empty("304", "Not modified.")
+        .problem("404", "No such row.")
+}
+
+fn update_doc(resource: Option<&'static Resource>) -> Doc {
+    Doc::new()
+        .header("If-Match", None)
+        .json_body(json!({"type": "object",
+            "description": "Members present are set (null clears a nullable field); members absent stay; unknown members are refused."}))
+        .json("200", "The updated row.", doc::row(resource))
+        .problem("404", "No such row.")
+        .problem("412", "If-Match does not match the current ETag.")
+        .problem("422", "A field is invalid; errors name it.")
+}
+
+fn delete_doc(_: Option<&'static Resource>) -> Doc {
+    Doc::new()
+        .header("If-Match", None)
+        .empty("204", "Deleted, with its children.")
+        .problem("404", "No such row.")
+        .problem("412", "If-Match does not match the current ETag.")
 }
 
 #[derive(Serialize, Deserialize)]

@@ -2,18 +2,35 @@
 //! each with its assets' metadata and ranking summaries — what a card
 //! builder needs, in one response.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use spin_sdk::pg4::ParameterValue;
 
 use crate::crud;
+use crate::doc::{self, Doc};
 use crate::problem::Problem;
 use crate::request::Query;
 use crate::router::{Ctx, Handled};
-use crate::schema::{ASSETS, CONTENT, FRAGMENTS};
+use crate::schema::{ASSETS, CONTENT, FRAGMENTS, Resource};
 use crate::value;
 
 /// The content route's GET: plain, or expanded with `expand=fragments`.
+/// `GET /api/content/{id}`, which may also carry its fragments.
+pub fn get_content_doc(resource: Option<&'static Resource>) -> Doc {
+    let row = doc::row(resource);
+    let params = Doc::new().query_described(
+        "expand",
+        json!({"enum": ["fragments"]}),
+        "fragments: include the fragments, their assets' metadata and ranking summaries.",
+    );
+    // Expanded, the content also carries `fragments` (each with `assets`,
+    // each with `ranking`): the plain row schema with those.
+    let body = json!({"anyOf": [row, {"type": "object", "required": ["id", "fragments"],
+        "properties": {"fragments": {"type": "array", "items": {"type": "object",
+            "required": ["id", "assets"], "properties": {"assets": {"type": "array"}}}}}}]});
+    crud::get_doc_with(params, body)
+}
+
 pub fn get_content(ctx: &Ctx) -> Handled {
     let query = Query::parse(ctx.req, &["expand"])?;
     match query.get("expand") {

@@ -19,6 +19,7 @@ use spin_sdk::pg4::ParameterValue;
 use crate::crud::{self, Params};
 use crate::cursor;
 use crate::db::Db;
+use crate::doc::Doc;
 use crate::problem::Problem;
 use crate::request::Query;
 use crate::respond;
@@ -246,4 +247,24 @@ fn log_entries(db: &Db, x: String, i: i64, limit: i64) -> Result<Value, Problem>
         "next_cursor": cursor::encode(&Position::Log { x: last.0, i: last.1 }),
         "has_more": has_more,
     }))
+}
+
+pub fn changes_doc(_: Option<&'static Resource>) -> Doc {
+    Doc::new()
+        .query("cursor", json!({"type": "string"}))
+        .query(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
+        )
+        .json("200", "A page of changes.", json!({
+            "type": "object", "required": ["phase", "changes", "next_cursor", "has_more"],
+            "properties": {
+                "phase": {"enum": ["snapshot", "log"]},
+                "changes": {"type": "array", "items": {"type": "object", "required": ["table", "op", "id"], "properties": {
+                    "table": {"enum": ALL.iter().map(|r| r.table).collect::<Vec<_>>()},
+                    "op": {"enum": ["upsert", "delete"]}, "id": {"type": "integer"}, "row": {"type": "object"}}}},
+                "next_cursor": {"type": "string"}, "has_more": {"type": "boolean"}
+            }
+        }))
+        .problem("410", "The cursor is older than the log; start again without one.")
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
 
 use crate::db::{self, Db};
+use crate::doc::Doc;
 use crate::schema::ALL;
 use crate::{Problem, value};
 
@@ -83,6 +84,17 @@ fn ledger_version(db: &Db) -> Result<Option<String>, Problem> {
         }
     }
     Ok(None)
+}
+
+/// `GET /api/health`, for the OpenAPI document.
+pub fn doc(_: Option<&'static crate::schema::Resource>) -> Doc {
+    Doc::new()
+        .json(
+            "200",
+            "The database answers; schema_version is the latest migration.",
+            json!({"type": "object"}),
+        )
+        .problem("503", "The database does not answer.")
 }
 
 #[cfg(test)]

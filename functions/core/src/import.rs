@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::crud::{self, Params};
+use crate::doc::{self, Doc};
 use crate::problem::Problem;
 use crate::request::{self, Query};
 use crate::respond;
@@ -99,4 +100,29 @@ pub fn finish(ctx: &Ctx) -> Handled {
         next.insert(resource.table.to_owned(), value.into());
     }
     Ok(respond::json(200, &json!({ "next_ids": next })))
+}
+
+pub fn rows_doc(resource: Option<&'static Resource>) -> Doc {
+    Doc::new()
+        .json_body(
+            json!({"type": "object", "required": ["rows"], "properties": {
+            "rows": {"type": "array", "maxItems": MAX_BATCH, "items": doc::row(resource)}}}),
+        )
+        .json(
+            "200",
+            "All rows stored (inserted, or updated by id).",
+            json!({"type": "object"}),
+        )
+        .problem(
+            "422",
+            "A row is invalid; errors name rows[i].field. Nothing was stored.",
+        )
+}
+
+pub fn finish_doc(_: Option<&'static Resource>) -> Doc {
+    Doc::new().json(
+        "200",
+        "Sequences moved past the highest ids.",
+        json!({"type": "object"}),
+    )
 }

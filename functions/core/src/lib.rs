@@ -15,6 +15,7 @@ pub mod config;
 pub mod crud;
 pub mod cursor;
 pub mod db;
+pub mod doc;
 pub mod expand;
 pub mod feed;
 pub mod health;

@@ -5,11 +5,12 @@ use serde_json::json;
 use spin_sdk::pg4::ParameterValue;
 
 use crate::crud::Params;
+use crate::doc::{self, Doc};
 use crate::problem::Problem;
 use crate::request::Query;
 use crate::respond;
 use crate::router::{Ctx, Handled};
-use crate::schema::{ASSET_TYPES, ASSETS, RANKINGS};
+use crate::schema::{ASSET_TYPES, ASSETS, RANKINGS, Resource};
 use crate::value;
 
 /// The summary columns for asset `t`: the mean rounded half away from zero
@@ -272,4 +273,74 @@ pub fn put_mine(ctx: &Ctx) -> Handled {
     let (row, etag) = RANKINGS.row_json(&rows, 0)?;
     let location = (status == 201).then(|| format!("/api/rankings/{}", row["id"]));
     Ok(respond::row(status, &row, &etag, location.as_deref()))
+}
+
+pub fn summary_doc(_: Option<&'static Resource>) -> Doc {
+    Doc::new()
+        .query("fragment_id", json!({"type": "integer"}))
+        .query("asset_id", json!({"type": "integer"}))
+        .json(
+            "200",
+            "Mean (two decimals, as a string) and count per asset.",
+            json!({"type": "object"}),
+        )
+        .problem("400", "Neither or both filters given.")
+}
+
+pub fn best_doc(_: Option<&'static Resource>) -> Doc {
+    Doc::new()
+        .required_query("fragment_id", json!({"type": "integer"}))
+        .query(
+            "asset_type",
+            json!({"enum": ["audio", "image", "video"], "default": "audio"}),
+        )
+        .json(
+            "200",
+            "The best-ranked asset: highest mean, then most rankings, then lowest id; unranked last.",
+            json!({"type": "object"}),
+        )
+        .problem("404", "The fragment has no asset of that type.")
+}
+
+pub fn mine_doc(resource: Option<&'static Resource>) -> Doc {
+    let mut doc = Doc::new();
+    for param in ["content_id", "fragment_id", "asset_id"] {
+        doc = doc.query_described(
+            param,
+            json!({"type": "integer", "minimum": 1}),
+            "Give exactly one: the scope whose assets' rankings are listed.",
+        );
+    }
+    doc.json(
+        "200",
+        "The caller's own rankings, oldest first, and the name they are stored under (the token's email claim, else its sub).",
+        json!({"type": "object", "required": ["assessed_by", "items"], "properties": {
+            "assessed_by": {"type": "string"}, "items": {"type": "array", "items": doc::row(resource)}}}),
+    )
+    .problem("400", "None or several of the scopes given.")
+}
+
+pub fn put_mine_doc(resource: Option<&'static Resource>) -> Doc {
+    let row = doc::row(resource);
+    Doc::new()
+        .required_query("asset_id", json!({"type": "integer", "minimum": 1}))
+        .json_body(json!({
+            "type": "object", "required": ["rank_score"], "additionalProperties": false,
+            "properties": {
+                "rank_score": {"type": ["string", "number"], "description": "0.00 to 5.00, at most two decimals."},
+                "assessment_notes": {"type": ["string", "null"]}
+            }}))
+        .describe("The caller's rating of the asset: the first creates a ranking under the token's user (email claim, else sub); later ones update it, so each assessor has one rating per asset. Concurrent saves are serialised. A token that names no user (neither email nor sub) is 403.")
+        .json("200", "The caller's ranking, updated.", row.clone())
+        .json(
+            "201",
+            "The caller's first ranking of the asset; Location names it.",
+            row,
+        )
+        .problem("404", "No such asset.")
+        .problem("415", "Not application/json.")
+        .problem(
+            "422",
+            "A member is invalid or not accepted; errors name it.",
+        )
 }

@@ -9,6 +9,7 @@ use crate::auth::Keys;
 use crate::auth::{self, Role};
 use crate::config::Config;
 use crate::db::Db;
+use crate::doc::Doc;
 use crate::problem::Problem;
 use crate::schema::Resource;
 
@@ -31,6 +32,8 @@ pub struct Route {
     pub resource: Option<&'static Resource>,
     /// What it does, for the OpenAPI document.
     pub op: Op,
+    /// Its parameters, body and responses, written beside its handler.
+    pub doc: fn(Option<&'static Resource>) -> Doc,
 }
 
 /// The kinds of operation the API has; the OpenAPI document describes each.
@@ -65,6 +68,7 @@ impl Route {
         pattern: &'static str,
         role: Option<Role>,
         handler: fn(&Ctx) -> Handled,
+        doc: fn(Option<&'static Resource>) -> Doc,
     ) -> Self {
         Route {
             method,
@@ -73,6 +77,7 @@ impl Route {
             handler,
             resource: None,
             op,
+            doc,
         }
     }
 

@@ -11,7 +11,8 @@ use super::check::model_names;
 use super::connect::{Action, AnkiConnect, AnkiError, Batcher};
 use super::notes::{self, MODEL_NAME};
 use super::plan::{Add, Job};
-use super::push::{PushError, Session};
+use super::report::PushError;
+use super::session::Session;
 use crate::store::{CardEntry, CardOutcome};
 
 /// The deck and the agent's note type, before notes are added.

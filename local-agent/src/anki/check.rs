@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::connect::{AnkiConnect, AnkiError, REQUEST_ACTIONS};
 use super::notes;
 use super::plan::{Add, Job, Plan};
-use super::push::PushReport;
+use super::report::PushReport;
 use super::{AnkiSettings, DeletedInAnki};
 
 /// Sorts the notes to check into the plan's updates and adds; answers

@@ -21,10 +21,13 @@ pub mod media;
 pub mod notes;
 mod plan;
 pub mod push;
+mod report;
+mod session;
 mod update;
 
 pub use connect::{AnkiConnect, AnkiError};
-pub use push::{PushError, PushOptions, PushReport, push};
+pub use push::{PushOptions, push};
+pub use report::{NoteFailure, PushError, PushReport};
 
 pub use crate::config::{AnkiSettings, DeletedInAnki, DeletedUpstream, NotePolicy};
 

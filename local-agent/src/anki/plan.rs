@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::notes::{self, Audio, MODEL_NAME, Rendered};
-use super::push::{NoteFailure, PushReport};
+use super::report::{NoteFailure, PushReport};
 use super::{AnkiSettings, DeletedInAnki, DeletedUpstream};
 use crate::store::{Card, CardEntry, CardOutcome, CardStatus, Store, StoreError};
 

@@ -31,9 +31,7 @@
 //! soon as AnkiConnect answered it; a request Anki did not answer records
 //! nothing, and what it may have done is found again by the next push.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-
-use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 
 use super::add::{add, prepare_collection};
 use super::check::check_notes;
@@ -41,62 +39,18 @@ use super::connect::{API_VERSION, AnkiConnect, AnkiError};
 use super::media;
 use super::notes::Audio;
 use super::plan::{Job, Plan, plan};
+use super::report::{PushError, PushReport};
+use super::session::{Session, Tally};
 use super::update::{tag_gone, update};
 use super::{AnkiSettings, Progress};
 use crate::api::ApiClient;
-use crate::store::{CardEntry, CardOutcome, Store, StoreError, SyncPhase};
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PushError {
-    #[error(transparent)]
-    Anki(#[from] AnkiError),
-    #[error("the mirror is not complete yet ({0}): run `local-agent pull` first, then push again")]
-    MirrorIncomplete(&'static str),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+use crate::store::{CardEntry, CardOutcome, Store, SyncPhase};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PushOptions {
     /// Also ask Anki whether every unchanged note still exists (one
     /// `notesInfo` request), to apply the deleted-in-Anki rule to them.
     pub verify: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PushReport {
-    pub added: usize,
-    pub updated: usize,
-    pub unchanged: usize,
-    /// Notes deleted in Anki and left alone by the policy (this push).
-    pub deleted_in_anki: usize,
-    /// Notes deleted in Anki and added again by the policy.
-    pub recreated: usize,
-    /// Legacy cards whose note type this Anki profile does not have (they
-    /// were made in another profile): created anew as the agent's notes.
-    pub legacy_recreated: usize,
-    /// Those note types.
-    pub legacy_note_types: BTreeSet<String>,
-    /// Notes Anki had already under their key (an earlier push stopped
-    /// before Anki's answer arrived): taken over and updated.
-    pub adopted: usize,
-    /// Cards Anki put in another deck than the one asked for, moved.
-    pub moved_to_deck: usize,
-    /// Notes tagged because their content left the mirror.
-    pub tagged_deleted: usize,
-    pub media_stored: usize,
-    /// Sound files Anki had already (their names are their digests).
-    pub media_present: usize,
-    pub media_bytes: u64,
-    pub failed: Vec<NoteFailure>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NoteFailure {
-    pub key: String,
-    pub note_id: Option<i64>,
-    pub error: String,
 }
 
 /// Pushes the mirror into Anki. `api` fetches audio bytes not cached yet;
@@ -141,11 +95,7 @@ pub fn push(
         settings,
         media_failed: &media_failed,
         report: &mut report,
-        tally: Tally {
-            done: 0,
-            total: plan.updates.len() + plan.adds.len(),
-            progress,
-        },
+        tally: Tally::new(plan.updates.len() + plan.adds.len(), progress),
     };
     update(&mut session, &plan.updates)?;
     add(&mut session, &plan.adds)?;
@@ -182,57 +132,4 @@ fn send_media(
     report.media_present = sent.present;
     report.media_bytes = sent.bytes;
     Ok(sent.failed)
-}
-
-/// What the phases that send notes share.
-pub(super) struct Session<'a, 'p> {
-    pub anki: &'a AnkiConnect,
-    pub store: &'a mut Store,
-    pub settings: &'a AnkiSettings,
-    /// Sound files that could not be stored: the notes playing them fail.
-    pub media_failed: &'a HashMap<String, String>,
-    pub report: &'a mut PushReport,
-    pub tally: Tally<'p>,
-}
-
-impl Session<'_, '_> {
-    /// Records outcomes as soon as Anki answered.
-    pub fn record(&mut self, entries: &[CardEntry<'_>]) -> Result<(), StoreError> {
-        self.store.record_cards(entries)
-    }
-
-    /// Splits off the jobs whose sound could not be stored: they fail, and
-    /// are tried again by the next push.
-    pub fn without_sound<'j>(&mut self, jobs: &'j [Job]) -> Result<Vec<&'j Job>, StoreError> {
-        let mut ready = Vec::new();
-        let mut blocked = Vec::new();
-        for job in jobs {
-            match job
-                .audio()
-                .and_then(|a| self.media_failed.get(&a.file_name))
-            {
-                Some(e) => blocked.push(job.fail(self.report, e.clone())),
-                None => ready.push(job),
-            }
-        }
-        self.record(&blocked)?;
-        Ok(ready)
-    }
-}
-
-/// Notes sent so far, for the progress display.
-pub(super) struct Tally<'p> {
-    done: usize,
-    total: usize,
-    progress: &'p mut dyn FnMut(Progress),
-}
-
-impl Tally<'_> {
-    pub fn add(&mut self, n: usize) {
-        self.done += n;
-        (self.progress)(Progress::Notes {
-            done: self.done,
-            total: self.total,
-        });
-    }
 }

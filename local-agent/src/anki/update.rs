@@ -9,7 +9,8 @@ use super::DeletedInAnki;
 use super::connect::{Action, AnkiError, Batcher};
 use super::notes::DELETED_TAG;
 use super::plan::Job;
-use super::push::{NoteFailure, PushError, Session};
+use super::report::{NoteFailure, PushError};
+use super::session::Session;
 use crate::store::{Card, CardEntry, CardOutcome};
 
 /// Changed notes, in place.

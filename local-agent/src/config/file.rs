@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use super::anki::{DeletedInAnki, DeletedUpstream, NotePolicy};
+use super::policy::{DeletedInAnki, DeletedUpstream, NotePolicy};
 
 /// The config file's contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
