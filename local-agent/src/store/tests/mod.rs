@@ -10,7 +10,6 @@ use crate::feed::ChangePage;
 use rusqlite::Connection;
 use serde_json::json;
 
-
 fn content(id: i64, title: &str) -> serde_json::Value {
     json!({"table": "learning_content", "op": "upsert", "id": id, "row": {
         "id": id, "title": title, "content_type": "phrase", "language": "thai",
