@@ -20,12 +20,6 @@ pub enum SearchError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for SearchError {
-    fn from(e: rusqlite::Error) -> Self {
-        SearchError::Store(e.into())
-    }
-}
-
 /// What to look for and where.
 #[derive(Debug, Clone)]
 pub struct Query<'a> {

@@ -421,11 +421,10 @@ pub fn plan(conn: &Connection, repairs: Repairs) -> Result<Plan> {
 struct Known(BTreeMap<&'static str, HashSet<i64>>);
 
 impl Known {
+    /// A parent table's ids: the model lists parents before children, and
+    /// they are read in that order.
     fn of(&self, table: &str) -> &HashSet<i64> {
-        static NONE: std::sync::OnceLock<HashSet<i64>> = std::sync::OnceLock::new();
-        self.0
-            .get(table)
-            .unwrap_or_else(|| NONE.get_or_init(HashSet::new))
+        &self.0[table]
     }
 }
 

@@ -308,7 +308,7 @@ fn upsert(
             values.push(Sql::Integer(change.id));
             continue;
         }
-        values.extend(cell(field, row).map_err(bad)?);
+        push_cell(field, row, &mut values).map_err(bad)?;
     }
     values.push(Sql::Integer(generation));
     conn.prepare_cached(upsert_sql(table))?
@@ -316,32 +316,35 @@ fn upsert(
     Ok(())
 }
 
-/// The mirror value(s) of one field of a row, checked against its kind: a
+/// Appends the mirror value(s) of one field of a row to `values`, checked against its kind: a
 /// row this agent cannot read is refused rather than mirrored wrongly.
-fn cell(field: &Field, row: &Map<String, Value>) -> Result<Vec<Sql>, String> {
+fn push_cell(field: &Field, row: &Map<String, Value>, values: &mut Vec<Sql>) -> Result<(), String> {
     let name = field.name;
     let value = match row.get(name) {
         None | Some(Value::Null) if field.nullable => {
-            let nulls = if field.kind == Kind::Score { 2 } else { 1 };
-            return Ok(vec![Sql::Null; nulls]);
+            values.push(Sql::Null);
+            if field.kind == Kind::Score {
+                values.push(Sql::Null);
+            }
+            return Ok(());
         }
         None => return Err(format!("missing field `{name}`")),
         Some(Value::Null) => return Err(format!("`{name}` is null")),
         Some(value) => value,
     };
     let wrong = |expected: &str| format!("`{name}` is {value}, not {expected}");
-    Ok(match field.kind {
+    match field.kind {
         Kind::Id | Kind::Int | Kind::BigInt => {
-            vec![Sql::Integer(
+            values.push(Sql::Integer(
                 value.as_i64().ok_or_else(|| wrong("an integer"))?,
-            )]
+            ));
         }
         Kind::Text(_) | Kind::Enum(_) | Kind::Timestamp => {
-            vec![Sql::Text(
+            values.push(Sql::Text(
                 value.as_str().ok_or_else(|| wrong("a string"))?.to_owned(),
-            )]
+            ));
         }
-        Kind::Json => vec![Sql::Text(value.to_string())],
+        Kind::Json => values.push(Sql::Text(value.to_string())),
         Kind::Score => {
             // The contract says a string; a bare number is mirrored as its
             // literal text rather than refused.
@@ -353,9 +356,11 @@ fn cell(field: &Field, row: &Map<String, Value>) -> Result<Vec<Sql>, String> {
             let score = Score::parse(&text).ok_or_else(|| {
                 format!("`{name}` {text:?} is not a decimal with at most two fractional digits")
             })?;
-            vec![Sql::Text(score.text), Sql::Integer(score.hundredths)]
+            values.push(Sql::Text(score.text));
+            values.push(Sql::Integer(score.hundredths));
         }
-    })
+    }
+    Ok(())
 }
 
 /// The mirror columns of the content model that the file lacks, as
