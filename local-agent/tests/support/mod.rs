@@ -84,18 +84,10 @@ pub fn fresh_database() -> String {
     cluster.url(&name)
 }
 
-/// The test project's signing key and API keys, one set per test binary.
-struct Project {
-    signing: dev_keys::SigningKey,
-    api: dev_keys::ApiKeys,
-}
-
-fn project() -> &'static Project {
-    static PROJECT: OnceLock<Project> = OnceLock::new();
-    PROJECT.get_or_init(|| Project {
-        signing: dev_keys::SigningKey::es256("agent-tests").expect("an ES256 key"),
-        api: dev_keys::ApiKeys::generate(),
-    })
+/// The test project's credentials, one set per test binary.
+fn project() -> &'static dev_keys::Credentials {
+    static PROJECT: OnceLock<dev_keys::Credentials> = OnceLock::new();
+    PROJECT.get_or_init(|| dev_keys::Credentials::generate("agent-tests").expect("an ES256 key"))
 }
 
 /// The API served over one fresh database.
@@ -136,20 +128,12 @@ impl Stack {
 
     fn serve(db_url: String, port: u16, own_cluster: Option<Cluster>) -> Stack {
         let db_host = format!("127.0.0.1:{port}");
-        let project = project();
-        let jwks = dev_keys::jwks(&[&project.signing]);
-        let secret_key = dev_keys::sha256_hex(&project.api.secret);
-        let publishable_key = dev_keys::sha256_hex(&project.api.publishable);
-        // A project as Supabase makes them now: asymmetric signing keys
-        // and API keys, no legacy JWT secret.
+        let mut variables = vec![("db_url", db_url.clone()), ("db_host", db_host)];
+        variables.extend(project().app_variables());
+        let variables: Vec<(&str, &str)> =
+            variables.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let app = rt()
-            .block_on(AppServer::start(&[
-                ("db_url", &db_url),
-                ("db_host", &db_host),
-                ("jwt_jwks", &jwks),
-                ("api_secret_keys_sha256", &secret_key),
-                ("api_publishable_keys_sha256", &publishable_key),
-            ]))
+            .block_on(AppServer::start(&variables))
             .expect("serving spin.toml");
         Stack {
             api_url: app.url(),
@@ -182,10 +166,7 @@ impl Stack {
     /// A valid token for `role` (anon, authenticated, service_role),
     /// signed with the project's ES256 key.
     pub fn token(&self, role: &str) -> String {
-        project()
-            .signing
-            .token(role, 3600)
-            .expect("signing a token")
+        project().token(role, 3600).expect("signing a token")
     }
 
     /// The project's API keys (`sb_secret_…`, `sb_publishable_…`).

@@ -70,20 +70,11 @@ pub fn borrowed<'a>(variables: &'a [(&'static str, String)]) -> Vec<(&'static st
     variables.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// An app served on a loopback port until dropped: a test manifest on
-/// the bundled host, or the project's spin.toml on the host the
-/// environment chooses ([`app_server::Host::from_env`]).
+/// An app served on a loopback port until dropped: a test manifest, or
+/// the project's spin.toml.
 pub struct Server {
     pub addr: SocketAddr,
-    serving: Serving,
-}
-
-enum Serving {
-    Manifest {
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    },
-    Project(Option<app_server::AppServer>),
+    app: Option<app_server::AppServer>,
 }
 
 impl Server {
@@ -102,18 +93,9 @@ impl Server {
             .await
             .expect("binding a loopback port");
         let app = runtime.load(manifest, sources)?;
-        let addr = listener.local_addr().expect("local address");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(spin_host::trigger::serve(listener, Arc::new(app), async {
-            let _ = stopped.await;
-        }));
-        Ok(Self {
-            addr,
-            serving: Serving::Manifest {
-                stop: Some(stop),
-                task: Some(task),
-            },
-        })
+        let app = app_server::AppServer::in_process(Arc::new(app), listener)
+            .expect("serving the loaded app");
+        Ok(Self::from_app(app))
     }
 
     /// Serves a test manifest (text in which `{probe}` stands for the
@@ -121,25 +103,24 @@ impl Server {
     /// one, or a real Spin when `SPIN_BIN` names one, so that a host test
     /// holds both to the same behaviour.
     pub async fn start_text(text: &str, values: &[(&str, &str)]) -> Self {
-        match app_server::Host::from_env() {
-            app_server::Host::Bundled => Self::start(&manifest(text), &sources(values))
-                .await
-                .expect("serving the test manifest"),
-            app_server::Host::Spin(bin) => {
-                let text = text.replace("{probe}", &wasm("test-probe").display().to_string());
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("binding a loopback port");
-                let values = values
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect();
-                let app = app_server::AppServer::spin(&bin, listener, &text, &values)
-                    .await
-                    .expect("serving the test manifest with Spin");
-                Self::from_app(app)
-            }
-        }
+        let text = text.replace("{probe}", &wasm("test-probe").display().to_string());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a loopback port");
+        let values = values
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let host = app_server::Host::from_env();
+        let app = app_server::AppServer::manifest(&host, runtime(), listener, &text, &values)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "serving the test manifest with the {}: {e}",
+                    host.describe()
+                )
+            });
+        Self::from_app(app)
     }
 
     /// Serves the project's spin.toml with `variables`.
@@ -162,29 +143,20 @@ impl Server {
     fn from_app(app: app_server::AppServer) -> Self {
         Self {
             addr: app.addr,
-            serving: Serving::Project(Some(app)),
+            app: Some(app),
         }
     }
 
     /// What a real Spin and the components wrote so far; `None` when the
     /// app runs in this process.
     pub fn output(&self) -> Option<String> {
-        match &self.serving {
-            Serving::Project(Some(app)) => app.output(),
-            _ => None,
-        }
+        self.app.as_ref().and_then(app_server::AppServer::output)
     }
 
     /// Stops accepting, waits for requests in flight, and reports how the
     /// server ended.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
-        match &mut self.serving {
-            Serving::Manifest { stop, task } => {
-                let _ = stop.take().expect("running").send(());
-                task.take().expect("running").await.expect("server task")
-            }
-            Serving::Project(app) => app.take().expect("running").shutdown().await,
-        }
+        self.app.take().expect("running").shutdown().await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -371,16 +343,6 @@ fn dechunk(mut bytes: &[u8]) -> Option<Vec<u8>> {
         }
         body.extend_from_slice(bytes.get(line + 2..line + 2 + size)?);
         bytes = bytes.get(line + 2 + size + 2..)?;
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Serving::Manifest { stop, .. } = &mut self.serving
-            && let Some(stop) = stop.take()
-        {
-            let _ = stop.send(());
-        }
     }
 }
 

@@ -80,7 +80,13 @@ pub fn build(packages: &[String]) -> Result<PathBuf, Error> {
             "cargo build of {packages:?} failed ({status})"
         )));
     }
-    Ok(target_dir().join("wasm32-wasip2/release"))
+    Ok(output_dir())
+}
+
+/// Where [`build`] puts the `.wasm` files: under `CARGO_TARGET_DIR` when
+/// it is set, as cargo does, else under the project's `target/`.
+pub fn output_dir() -> PathBuf {
+    target_dir().join("wasm32-wasip2/release")
 }
 
 /// The folder of spin.toml's `.wasm` files, built on the first call of the
@@ -101,7 +107,11 @@ pub fn wasm_dir() -> Result<&'static Path, Error> {
 /// files this process built (they differ from spin.toml's when
 /// `CARGO_TARGET_DIR` is set).
 pub fn project_manifest() -> Result<Manifest, Error> {
-    let dir = wasm_dir()?;
+    manifest_in(wasm_dir()?)
+}
+
+/// spin.toml with its sources pointed at the `.wasm` files in `dir`.
+pub fn manifest_in(dir: &Path) -> Result<Manifest, Error> {
     let path = repo_root().join("spin.toml");
     let mut manifest =
         Manifest::from_file(&path).map_err(|e| Error::Build(format!("{}: {e}", path.display())))?;
@@ -116,7 +126,12 @@ pub fn project_manifest() -> Result<Manifest, Error> {
 /// spin.toml's text as a real Spin reads it from another folder: every
 /// component's `source` made the absolute path of the file built.
 pub fn project_manifest_text() -> Result<String, Error> {
-    let dir = wasm_dir()?;
+    manifest_text_in(wasm_dir()?)
+}
+
+/// spin.toml's text with every component's `source` the absolute path of
+/// its file in `dir`.
+pub fn manifest_text_in(dir: &Path) -> Result<String, Error> {
     let mut table = manifest_table()?;
     if let Some(components) = table
         .get_mut("component")

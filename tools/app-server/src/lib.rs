@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use spin_host::manifest::Manifest;
 use spin_host::postgres::EmptyResults;
-use spin_host::runtime::Runtime;
+use spin_host::runtime::{App, Runtime};
 use spin_host::variables::Sources;
 
 /// The environment variable that names a real Spin binary to serve with.
@@ -93,6 +94,14 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
+/// Only the values given: the machine's own SPIN_VARIABLE_* must not leak in.
+fn explicit(variables: &BTreeMap<String, String>) -> Sources {
+    Sources {
+        explicit: variables.clone().into_iter().collect(),
+        env: Some(Box::new(|_| None)),
+    }
+}
+
 /// One served app; dropping it stops it.
 pub struct AppServer {
     pub addr: SocketAddr,
@@ -123,37 +132,73 @@ impl AppServer {
         listener: tokio::net::TcpListener,
         variables: &[(&str, &str)],
     ) -> Result<AppServer, Error> {
-        let addr = listener
-            .local_addr()
-            .map_err(Error::io("reading the listener's address"))?;
         let variables: BTreeMap<String, String> = variables
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let serving = match Host::from_env() {
+        Self::project(&Host::from_env(), listener, &variables).await
+    }
+
+    /// Serves spin.toml with `host`, whatever the environment says: for a
+    /// caller that runs the same app under both hosts in one process.
+    pub async fn project(
+        host: &Host,
+        listener: tokio::net::TcpListener,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<AppServer, Error> {
+        match host {
             Host::Bundled => {
                 let manifest = components::project_manifest()?;
-                let sources = Sources {
-                    explicit: variables.into_iter().collect(),
-                    // The machine's own SPIN_VARIABLE_* must not leak in.
-                    env: Some(Box::new(|_| None)),
-                };
-                let app = Arc::new(runtime().load(&manifest, &sources)?);
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(spin_host::trigger::serve(listener, app, async {
-                    let _ = stopped.await;
-                }));
-                Serving::Bundled {
-                    stop: Some(stop),
-                    task: Some(task),
-                }
+                let app = runtime().load(&manifest, &explicit(variables))?;
+                Self::in_process(Arc::new(app), listener)
             }
             Host::Spin(bin) => {
                 let manifest = components::project_manifest_text()?;
-                return Self::spin(&bin, listener, &manifest, &variables).await;
+                Self::spin(bin, listener, &manifest, variables).await
             }
-        };
-        Ok(AppServer { addr, serving })
+        }
+    }
+
+    /// Serves `manifest` (text whose sources are absolute paths) with
+    /// `host`; the bundled host loads it on `runtime`.
+    pub async fn manifest(
+        host: &Host,
+        runtime: &Runtime,
+        listener: tokio::net::TcpListener,
+        manifest: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<AppServer, Error> {
+        match host {
+            Host::Bundled => {
+                let manifest = Manifest::parse(manifest, Path::new("spin.toml"), &repo_root())
+                    .map_err(|e| Error::Build(format!("the manifest: {e}")))?;
+                let app = runtime.load(&manifest, &explicit(variables))?;
+                Self::in_process(Arc::new(app), listener)
+            }
+            Host::Spin(bin) => Self::spin(bin, listener, manifest, variables).await,
+        }
+    }
+
+    /// Serves an app the bundled host has loaded, on the caller's tokio
+    /// runtime.
+    pub fn in_process(
+        app: Arc<App>,
+        listener: tokio::net::TcpListener,
+    ) -> Result<AppServer, Error> {
+        let addr = listener
+            .local_addr()
+            .map_err(Error::io("reading the listener's address"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(spin_host::trigger::serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        Ok(AppServer {
+            addr,
+            serving: Serving::Bundled {
+                stop: Some(stop),
+                task: Some(task),
+            },
+        })
     }
 
     /// `spin up` of `bin` on any manifest (its sources absolute paths), on

@@ -22,7 +22,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
+use app_server::Host;
 use report::Row;
+use stack::Serving;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks side by side with their baselines (run it with `cargo xtask bench`)")]
@@ -42,9 +44,10 @@ struct Args {
     /// Where results.json and results.md go.
     #[arg(long, default_value_os_t = repo_root().join("target/bench"))]
     out: PathBuf,
-    /// The components' .wasm files (built by `cargo xtask bench`).
-    #[arg(long, default_value_os_t = target_dir().join("wasm32-wasip2/release"))]
-    wasm_dir: PathBuf,
+    /// Also serve the API with this real Spin binary: every row that
+    /// depends on the host is measured under both, in the same run.
+    #[arg(long, value_name = "PATH")]
+    spin: Option<PathBuf>,
     /// The `local-agent` binary.
     #[arg(long, default_value_os_t = target_dir().join("release/local-agent"))]
     agent: PathBuf,
@@ -54,6 +57,8 @@ struct Args {
 #[serde(rename_all = "snake_case")]
 enum Bench {
     Reads,
+    /// API reads next to a trivial component on the same host.
+    Floor,
     Assets,
     Writes,
     Migration,
@@ -210,20 +215,16 @@ fn check_prerequisites(args: &Args, wanted: &[Bench]) -> Result<PathBuf> {
     if wanted.contains(&Bench::Migration) && !procs::on_path("pgloader") {
         missing.push("pgloader (the migration baseline): apt-get install pgloader".to_owned());
     }
-    for (what, path) in [
-        ("the components", args.wasm_dir.join("api_content.wasm")),
-        ("the local-agent binary", args.agent.clone()),
-        (
-            "the test probe component",
-            args.wasm_dir.join("test_probe.wasm"),
-        ),
-    ] {
-        if !path.exists() {
-            missing.push(format!(
-                "{what} ({}): run the benchmarks with `cargo xtask bench`, which builds them",
-                path.display()
-            ));
-        }
+    if !args.agent.exists() {
+        missing.push(format!(
+            "the local-agent binary ({}): run the benchmarks with `cargo xtask bench`, which builds it",
+            args.agent.display()
+        ));
+    }
+    if let Some(spin) = &args.spin
+        && !spin.is_file()
+    {
+        missing.push(format!("a Spin binary at {} (--spin)", spin.display()));
     }
     if !missing.is_empty() {
         bail!("the benchmarks need:\n  - {}", missing.join("\n  - "));
@@ -268,8 +269,9 @@ fn main() -> Result<()> {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let probe = args.wasm_dir.join("test_probe.wasm");
-        rows.push(rt.block_on(host::overhead(&probe, &sizes))?);
+        let mut row = rt.block_on(host::overhead(&probe_wasm()?, &sizes))?;
+        row.host = Some(stack::label(&Host::Bundled));
+        rows.push(row);
     }
 
     // In the issue's order, whatever order they ran in.
@@ -301,30 +303,62 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The test probe's `.wasm` (a component that answers `/ping` with
+/// `pong`), built on first use.
+fn probe_wasm() -> Result<PathBuf> {
+    let dir = app_server::components::build(&["test-probe".to_owned()])?;
+    Ok(dir.join("test_probe.wasm"))
+}
+
+/// A manifest serving only the probe, for the floor rows.
+fn probe_manifest() -> Result<String> {
+    Ok(format!(
+        "spin_manifest_version = 2\n[application]\nname = \"bench-floor\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"probe\"\n\
+         [component.probe]\nsource = \"{}\"\n",
+        probe_wasm()?.display()
+    ))
+}
+
+/// Whether a benchmark measures the API through a host.
+fn served(bench: Bench) -> bool {
+    !matches!(bench, Bench::Search | Bench::Overhead)
+}
+
 async fn run(args: &Args, wanted: &[Bench], sizes: &Sizes) -> Result<Vec<Row>> {
     let root = repo_root().canonicalize()?;
-    eprintln!("Starting PostgreSQL and the host ...");
-    let stack = stack::Stack::start(&root, &args.wasm_dir).await?;
+    eprintln!("Starting PostgreSQL ...");
+    let stack = stack::Stack::start(&root).await?;
     let work = tempfile::Builder::new().prefix("bench-").tempdir()?;
     let db = "bench";
     let url = stack.database(db).await?;
-    let server = stack.serve(&url)?;
-    let api = format!("http://{}", server.addr);
     let client = stack.connect(db).await?;
+    let hosts: Vec<(Host, &'static str)> = std::iter::once((Host::Bundled, "bundled"))
+        .chain(args.spin.clone().map(|bin| (Host::Spin(bin), "spin")))
+        .collect();
+    let mut servers = Vec::new();
+    for (host, tag) in hosts {
+        let label = stack::label(&host);
+        eprintln!("Serving the API with the {label} ...");
+        let app = stack.serve(&host, &url).await?;
+        servers.push(Serving {
+            host,
+            label,
+            tag,
+            app,
+        });
+    }
     let mut contents = 0;
-    if wanted.iter().any(|b| {
-        matches!(
-            b,
-            Bench::Reads | Bench::Pull | Bench::Assets | Bench::Writes
-        )
-    }) {
+    if wanted.iter().any(|b| served(*b) && *b != Bench::Migration) {
         eprintln!("Seeding {} rows ...", sizes.rows);
         contents = api::seed(&client, sizes.rows).await?;
     }
     let mut rows = Vec::new();
-    // The pull reads the seeded rows before the write benchmarks add theirs.
+    // The pull reads the seeded rows before the write benchmarks add
+    // theirs; under each host in turn, so that both see the same data.
     for bench in [
         Bench::Reads,
+        Bench::Floor,
         Bench::Pull,
         Bench::Assets,
         Bench::Writes,
@@ -334,34 +368,54 @@ async fn run(args: &Args, wanted: &[Bench], sizes: &Sizes) -> Result<Vec<Row>> {
         if !wanted.contains(&bench) {
             continue;
         }
-        eprintln!("Running {bench:?} ...");
-        let t = std::time::Instant::now();
-        let before = rows.len();
-        match bench {
-            Bench::Reads => {
-                rows.extend(api::reads(&stack, server.addr, db, contents, sizes).await?)
+        let on_hosts: Vec<Option<&Serving>> = if served(bench) {
+            servers.iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for on in on_hosts {
+            let name = on.map(|s| format!(" ({})", s.label)).unwrap_or_default();
+            eprintln!("Running {bench:?}{name} ...");
+            let t = std::time::Instant::now();
+            let before = rows.len();
+            match (bench, on) {
+                (Bench::Reads, Some(on)) => {
+                    rows.extend(api::reads(&stack, on, db, contents, sizes).await?)
+                }
+                (Bench::Floor, Some(on)) => {
+                    let probe = Serving {
+                        host: on.host.clone(),
+                        label: on.label.clone(),
+                        tag: on.tag,
+                        app: stack.serve_manifest(&on.host, probe_manifest()?).await?,
+                    };
+                    rows.extend(api::floor(&stack, on, &probe, contents, sizes).await?)
+                }
+                // Blocking this thread is fine: the host runs elsewhere.
+                (Bench::Pull, Some(on)) => {
+                    rows.push(agent::pull(&stack, on, &args.agent, work.path(), sizes)?)
+                }
+                (Bench::Assets, Some(on)) => rows.extend(api::assets(&stack, on, db, sizes).await?),
+                (Bench::Writes, Some(on)) => rows.push(api::writes(&stack, on, db, sizes).await?),
+                (Bench::Migration, Some(on)) => {
+                    rows.push(agent::migration(&stack, on, &args.agent, work.path(), sizes).await?)
+                }
+                (Bench::Search, None) => rows.push(agent::search_knn(work.path(), sizes)?),
+                // Measured on a runtime of its own, after the rest (see `main`).
+                _ => continue,
             }
-            // Blocking this thread is fine: the host has its own runtime.
-            Bench::Pull => rows.push(agent::pull(&stack, &args.agent, &api, work.path(), sizes)?),
-            Bench::Assets => rows.extend(api::assets(&stack, server.addr, db, sizes).await?),
-            Bench::Writes => rows.push(api::writes(&stack, server.addr, db, sizes).await?),
-            Bench::Migration => {
-                rows.push(agent::migration(&stack, &args.agent, work.path(), sizes).await?)
+            eprintln!("  {bench:?}{name}: {:.0} s", t.elapsed().as_secs_f64());
+            for row in &mut rows[before..] {
+                row.host = on.map(|s| s.label.clone());
+                eprintln!(
+                    "  {}: ours {:.3} vs baseline {:.3} {} (speed {:.2}×)",
+                    row.key,
+                    row.ours.median(),
+                    row.baseline.median(),
+                    row.unit,
+                    row.speed
+                );
             }
-            Bench::Search => rows.push(agent::search_knn(work.path(), sizes)?),
-            // Measured on a runtime of its own, after the rest (see `main`).
-            Bench::Overhead => continue,
-        }
-        eprintln!("  {bench:?}: {:.0} s", t.elapsed().as_secs_f64());
-        for row in &rows[before..] {
-            eprintln!(
-                "  {}: ours {:.3} vs baseline {:.3} {} (speed {:.2}×)",
-                row.key,
-                row.ours.median(),
-                row.baseline.median(),
-                row.unit,
-                row.speed
-            );
         }
     }
     Ok(rows)

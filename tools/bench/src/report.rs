@@ -18,6 +18,8 @@ pub enum Target {
 pub struct Row {
     /// The issue's numbering: "1", "1b", ...
     pub key: String,
+    /// The host that served the API, for the rows that have one.
+    pub host: Option<String>,
     pub benchmark: String,
     pub unit: &'static str,
     pub higher_is_better: bool,
@@ -50,6 +52,7 @@ impl Row {
         });
         Row {
             key: key.to_owned(),
+            host: None,
             benchmark: benchmark.into(),
             unit,
             higher_is_better,
@@ -110,8 +113,8 @@ fn cell(figure: &Figure, unit: &str) -> String {
 /// The table as Markdown, ready for BENCHMARKS.md.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| # | Benchmark | Ours (median) | Baseline (median) | Speed vs baseline | Target | Met |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| # | Benchmark | Host | Ours (median) | Baseline (median) | Speed vs baseline | Target | Met |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let target = match row.target {
@@ -125,9 +128,10 @@ pub fn markdown(rows: &[Row]) -> String {
             Some(false) => "**no**",
         };
         out.push_str(&format!(
-            "| {} | {} | {}<br>{} | {}<br>{} | {:.2}× | {target} | {met} |\n",
+            "| {} | {} | {} | {}<br>{} | {}<br>{} | {:.2}× | {target} | {met} |\n",
             row.key,
             row.benchmark,
+            row.host.as_deref().unwrap_or("—"),
             cell(&row.ours, row.unit),
             row.ours.name,
             cell(&row.baseline, row.unit),
@@ -137,7 +141,14 @@ pub fn markdown(rows: &[Row]) -> String {
     }
     let notes: Vec<String> = rows
         .iter()
-        .flat_map(|r| r.notes.iter().map(move |n| format!("- {}: {n}", r.key)))
+        .flat_map(|r| {
+            let on = r
+                .host
+                .as_ref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            r.notes.iter().map(move |n| format!("- {}{on}: {n}", r.key))
+        })
         .collect();
     if !notes.is_empty() {
         out.push_str("\nAlso measured:\n\n");

@@ -1,51 +1,34 @@
 //! The system under test: a throwaway PostgreSQL with a migrated template,
-//! and the project's components served by the Wasmtime host on loopback.
+//! and the project's spin.toml served on loopback by [`app_server`], the
+//! harness every suite uses, with the bundled host or a real Spin.
 //!
-//! The host runs on a runtime of its own (two worker threads, as
-//! `spin-host` would have on this machine), so that the load generator,
+//! The bundled host runs on a tokio runtime of its own (two worker threads,
+//! as `spin-host` would have on this machine), so that the load generator,
 //! which runs on the caller's thread, does not share its scheduler.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use spin_host::manifest::Manifest;
-use spin_host::runtime::Runtime;
-use spin_host::variables::Sources;
+use app_server::{AppServer, Host};
 use throwaway_pg::Cluster;
 
 const TEMPLATE: &str = "bench_template";
 
+/// How long a benchmark's token lives: longer than any run.
+const TOKEN_SECS: u64 = 24 * 3600;
+
 pub struct Stack {
     pub cluster: Cluster,
-    root: PathBuf,
-    wasm_dir: PathBuf,
-    runtime: Runtime,
     // An Option only so that Drop can shut it down from async code.
     host_rt: Option<tokio::runtime::Runtime>,
-    secret: String,
+    credentials: dev_keys::Credentials,
     bin_dir: PathBuf,
 }
 
-/// One served application; dropping it stops the server.
-pub struct Server {
-    pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 impl Stack {
-    pub async fn start(root: &Path, wasm_dir: &Path) -> Result<Stack> {
+    pub async fn start(root: &Path) -> Result<Stack> {
         let binaries = throwaway_pg::Binaries::locate()?;
         let bin_dir = binaries.dir().to_owned();
         let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(binaries))
@@ -65,11 +48,8 @@ impl Stack {
             .build()?;
         Ok(Stack {
             cluster,
-            root: root.to_owned(),
-            wasm_dir: wasm_dir.to_owned(),
-            runtime: Runtime::new()?,
             host_rt: Some(host_rt),
-            secret: format!("bench-secret-{}", std::process::id()),
+            credentials: dev_keys::Credentials::generate("bench")?,
             bin_dir,
         })
     }
@@ -96,58 +76,109 @@ impl Stack {
         Ok(self.cluster.connect(db).await?)
     }
 
-    /// Serves spin.toml over the database at `db_url` on a loopback port.
-    pub fn serve(&self, db_url: &str) -> Result<Server> {
-        let mut manifest = Manifest::from_file(&self.root.join("spin.toml"))?;
-        for c in manifest.components.values_mut() {
-            let file = c.source.file_name().context("a component file name")?;
-            c.source = self.wasm_dir.join(file);
-        }
-        let explicit: HashMap<String, String> = [
-            ("db_url", db_url.to_owned()),
-            ("db_host", format!("127.0.0.1:{}", self.cluster.port())),
-            ("jwt_secret", self.secret.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let sources = Sources {
-            explicit,
-            env: Some(Box::new(|_| None)),
-        };
-        let app = Arc::new(self.runtime.load(&manifest, &sources)?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let listener = {
-            // Registered with the host's runtime, which will poll it.
-            let _host = self.host_rt().enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
-        self.host_rt()
-            .spawn(spin_host::trigger::serve(listener, app, async {
-                let _ = stopped.await;
-            }));
-        Ok(Server {
-            addr,
-            stop: Some(stop),
+    /// Serves spin.toml with `host` over the database at `db_url`, with
+    /// the credentials a Supabase project has now.
+    pub async fn serve(&self, host: &Host, db_url: &str) -> Result<AppServer> {
+        let mut variables = BTreeMap::from([
+            ("db_url".to_owned(), db_url.to_owned()),
+            (
+                "db_host".to_owned(),
+                format!("127.0.0.1:{}", self.cluster.port()),
+            ),
+        ]);
+        variables.extend(
+            self.credentials
+                .app_variables()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
+        let name = host_name(host);
+        let host = host.clone();
+        self.on_host_rt(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            Ok(AppServer::project(&host, listener, &variables).await?)
         })
+        .await
+        .with_context(|| format!("serving spin.toml with the {name}"))
     }
 
-    /// A Supabase-shaped token for `role`, valid for a day.
+    /// Serves `manifest` (text, sources absolute) with `host`: the floor a
+    /// trivial component sets under the same host.
+    pub async fn serve_manifest(&self, host: &Host, manifest: String) -> Result<AppServer> {
+        let name = host_name(host);
+        let host = host.clone();
+        self.on_host_rt(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let runtime = app_server::runtime();
+            Ok(AppServer::manifest(&host, runtime, listener, &manifest, &BTreeMap::new()).await?)
+        })
+        .await
+        .with_context(|| format!("serving a manifest with the {name}"))
+    }
+
+    /// Runs `work` on the host's runtime: the bundled host's server tasks
+    /// are spawned where it runs.
+    async fn on_host_rt<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.host_rt().spawn(work).await?
+    }
+
+    /// A token for `role`, signed with the project's ES256 key.
     pub fn token(&self, role: &str) -> Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        Ok(jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &serde_json::json!({"role": role, "sub": "bench", "exp": now + 86_400}),
-            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
-        )?)
+        Ok(self.credentials.token(role, TOKEN_SECS)?)
+    }
+
+    /// The project's publishable API key: what a client without a signed-in
+    /// user sends instead of a token.
+    pub fn publishable_key(&self) -> &str {
+        &self.credentials.api.publishable
     }
 
     /// Where the PostgreSQL client programs (pgbench) are.
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+}
+
+/// "bundled host" or "Spin": how an error names the host.
+fn host_name(host: &Host) -> &'static str {
+    match host {
+        Host::Bundled => "bundled host",
+        Host::Spin(_) => "Spin",
+    }
+}
+
+/// One host serving an app, as the rows that depend on the host take it.
+pub struct Serving {
+    pub host: Host,
+    /// How the result table names the host, e.g. `Spin 4.0.2`.
+    pub label: String,
+    /// A short word for database names, unique per host.
+    pub tag: &'static str,
+    pub app: AppServer,
+}
+
+impl Serving {
+    pub fn addr(&self) -> SocketAddr {
+        self.app.addr
+    }
+}
+
+/// The label of `host`: a real Spin's own version line.
+pub fn label(host: &Host) -> String {
+    match host {
+        Host::Bundled => "bundled host".to_owned(),
+        Host::Spin(bin) => std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let version = text.split_whitespace().nth(1)?.to_owned();
+                Some(format!("Spin {version}"))
+            })
+            .unwrap_or_else(|| "Spin".to_owned()),
     }
 }
 

@@ -168,6 +168,41 @@ pub fn sha256_hex(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// What a Supabase project made this year authenticates with: an ES256
+/// signing key, published in the app's JWKS, and a pair of API keys of
+/// which the app holds only the digests; no legacy JWT secret.
+pub struct Credentials {
+    pub signing: SigningKey,
+    pub api: ApiKeys,
+}
+
+impl Credentials {
+    /// New keys; `kid` names the signing key.
+    pub fn generate(kid: &str) -> Result<Credentials, Error> {
+        Ok(Credentials {
+            signing: SigningKey::es256(kid)?,
+            api: ApiKeys::generate(),
+        })
+    }
+
+    /// The app's authentication variables (`[variables]` of spin.toml).
+    pub fn app_variables(&self) -> [(&'static str, String); 3] {
+        [
+            ("jwt_jwks", jwks(&[&self.signing])),
+            ("api_secret_keys_sha256", sha256_hex(&self.api.secret)),
+            (
+                "api_publishable_keys_sha256",
+                sha256_hex(&self.api.publishable),
+            ),
+        ]
+    }
+
+    /// A token for `role` valid for `secs` seconds.
+    pub fn token(&self, role: &str, secs: u64) -> Result<String, Error> {
+        self.signing.token(role, secs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,18 +129,8 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     let root = repo_root().canonicalize()?;
     build_components()?;
-    // The trivial component of the host-overhead row.
-    cargo(
-        &root,
-        &[
-            "build",
-            "--target",
-            "wasm32-wasip2",
-            "--release",
-            "-p",
-            "test-probe",
-        ],
-    )?;
+    // The trivial component of the floor and host-overhead rows.
+    app_server::components::build(&["test-probe".to_owned()])?;
     cargo(
         &root,
         &["build", "--release", "-p", "local-agent", "-p", "bench"],
@@ -185,7 +175,6 @@ async fn up(
     bundled_host: bool,
 ) -> Result<()> {
     let root = repo_root().canonicalize()?;
-    let manifest_path = root.join("spin.toml");
     if !no_build {
         build_components()?;
     }
@@ -219,26 +208,10 @@ async fn up(
     eprintln!("Migrations: {report:?}");
 
     let db_host = db_host(&db_url)?;
-    // Credentials like a Supabase project's, new on every run: an ES256
-    // signing key published as the app's JWKS, and a pair of API keys of
-    // which the app holds only the digests.
-    let credentials = Credentials {
-        signing: dev_keys::SigningKey::es256(&format!("dev-{}", dev_keys::random_hex(4)))?,
-        api: dev_keys::ApiKeys::generate(),
-    };
-    let variables = [
-        ("db_url", db_url.clone()),
-        ("db_host", db_host),
-        ("jwt_jwks", dev_keys::jwks(&[&credentials.signing])),
-        (
-            "api_secret_keys_sha256",
-            dev_keys::sha256_hex(&credentials.api.secret),
-        ),
-        (
-            "api_publishable_keys_sha256",
-            dev_keys::sha256_hex(&credentials.api.publishable),
-        ),
-    ];
+    // Credentials like a Supabase project's, new on every run.
+    let credentials = dev_keys::Credentials::generate(&format!("dev-{}", dev_keys::random_hex(4)))?;
+    let mut variables = vec![("db_url", db_url.clone()), ("db_host", db_host)];
+    variables.extend(credentials.app_variables());
 
     // A URL the user gave may hold a password: not echoed.
     let local_db = local.then_some(db_url.as_str());
@@ -246,11 +219,11 @@ async fn up(
     let result = match spin {
         Some(version) => {
             eprintln!("Serving with Spin {version} (spin up).");
-            serve_with_spin(&manifest_path, listen, &variables, &credentials, local_db).await
+            serve_with_spin(listen, &variables, &credentials, local_db).await
         }
         None => {
             eprintln!("Serving with the bundled host (tools/spin-host).");
-            serve_bundled(&manifest_path, listen, &variables, &credentials, local_db).await
+            serve_bundled(listen, &variables, &credentials, local_db).await
         }
     };
     eprintln!("Stopped.");
@@ -341,18 +314,12 @@ fn spin_on_path() -> Option<String> {
     ((major, minor) >= (3, 4)).then_some(version)
 }
 
-/// What `up` hands the developer: a signing key and API keys.
-struct Credentials {
-    signing: dev_keys::SigningKey,
-    api: dev_keys::ApiKeys,
-}
-
 /// How long a development token is valid.
 const TOKEN_SECS: u64 = 7 * 24 * 3600;
 
 fn print_banner(
     listen: SocketAddr,
-    credentials: &Credentials,
+    credentials: &dev_keys::Credentials,
     local_db: Option<&str>,
 ) -> Result<()> {
     println!();
@@ -361,10 +328,7 @@ fn print_banner(
         println!("Database: {url}");
     }
     for role in dev_keys::ROLES {
-        println!(
-            "{role:>14} token: {}",
-            credentials.signing.token(role, TOKEN_SECS)?
-        );
+        println!("{role:>14} token: {}", credentials.token(role, TOKEN_SECS)?);
     }
     println!("    secret key: {}", credentials.api.secret);
     println!("publishable key: {}", credentials.api.publishable);
@@ -375,13 +339,14 @@ fn print_banner(
 }
 
 async fn serve_bundled(
-    manifest_path: &Path,
     listen: SocketAddr,
     variables: &[(&str, String)],
-    credentials: &Credentials,
+    credentials: &dev_keys::Credentials,
     local_db: Option<&str>,
 ) -> Result<()> {
-    let manifest = spin_host::manifest::Manifest::from_file(manifest_path)?;
+    // The components are where cargo built them, which is not spin.toml's
+    // `target/` when CARGO_TARGET_DIR is set.
+    let manifest = app_server::components::manifest_in(&app_server::components::output_dir())?;
     let runtime = spin_host::runtime::Runtime::new()?;
     let sources = spin_host::variables::Sources {
         explicit: variables
@@ -400,17 +365,26 @@ async fn serve_bundled(
 }
 
 async fn serve_with_spin(
-    manifest_path: &Path,
     listen: SocketAddr,
     variables: &[(&str, String)],
-    credentials: &Credentials,
+    credentials: &dev_keys::Credentials,
     local_db: Option<&str>,
 ) -> Result<()> {
+    // spin.toml with absolute sources, where cargo built them (not
+    // spin.toml's `target/` when CARGO_TARGET_DIR is set).
+    let out = app_server::components::output_dir();
+    let dir = out.join("../../spin-up");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let manifest_path = dir.join("spin.toml");
+    std::fs::write(
+        &manifest_path,
+        app_server::components::manifest_text_in(&out)?,
+    )?;
     let mut command = tokio::process::Command::new("spin");
     command
         .arg("up")
         .arg("--from")
-        .arg(manifest_path)
+        .arg(&manifest_path)
         .arg("--listen")
         .arg(listen.to_string())
         .kill_on_drop(true);
