@@ -221,18 +221,30 @@ impl ApiClient {
         };
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
-            return match response
+            // Read whole, then parsed from the slice: serde_json reading
+            // from a stream goes byte by byte, which made parsing most of
+            // an initial pull's time on this side.
+            let body = match response
                 .body_mut()
                 .with_config()
                 .limit(64 * 1024 * 1024)
-                .read_json::<T>()
+                .read_to_vec()
             {
-                Ok(v) => Attempt::Done(v),
+                Ok(body) => body,
                 // A body cut off mid-way is a transport failure, not a bad
                 // server: worth another try.
                 Err(e @ (ureq::Error::Io(_) | ureq::Error::Timeout(_))) => {
-                    Attempt::Retry(status, self.transport(e), None)
+                    return Attempt::Retry(status, self.transport(e), None);
                 }
+                Err(e) => {
+                    return Attempt::Fail(ApiError::Protocol {
+                        url: url.to_owned(),
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            return match serde_json::from_slice::<T>(&body) {
+                Ok(v) => Attempt::Done(v),
                 Err(e) => Attempt::Fail(ApiError::Protocol {
                     url: url.to_owned(),
                     reason: e.to_string(),

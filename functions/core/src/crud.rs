@@ -208,6 +208,24 @@ pub fn page_sql(
     limit: &str,
     params: &mut Params,
 ) -> String {
+    page_rows_sql(
+        resource,
+        &resource.select_list_without_etag(),
+        where_clause,
+        limit,
+        params,
+    )
+}
+
+/// [`page_sql`] selecting `select` (over the columns of `t`) instead of
+/// the fields, still with `_full` and in id order.
+pub fn page_rows_sql(
+    resource: &Resource,
+    select: &str,
+    where_clause: &str,
+    limit: &str,
+    params: &mut Params,
+) -> String {
     let budget = params.push(ParameterValue::Int64(PAGE_BYTES));
     // The running total and the look at the next row are windows in the
     // page's own order, so the index scan still stops at the LIMIT (plus
@@ -219,7 +237,6 @@ pub fn page_sql(
              FROM (SELECT {columns}, {size} AS _bytes FROM {table} AS t {where_clause}) AS t
              WINDOW w AS (ORDER BY t.id) ORDER BY t.id LIMIT {limit}
          ) AS t WHERE t._before < {budget} ORDER BY t.id",
-        select = resource.select_list_without_etag(),
         columns = resource.columns(),
         size = resource.size_expr(),
         table = resource.table,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use spin_sdk::pg4::ParameterValue;
 
 use crate::crud::{self, Params};
@@ -67,44 +67,104 @@ pub fn changes(ctx: &Ctx) -> Handled {
             None => {
                 let rows = db.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?;
                 let h = value::text(&rows.rows[0][0], "xmin")?.unwrap_or_default();
-                snapshot_page(db, 0, 0, h, limit)
+                halving_on_507(limit, |limit| snapshot_page(db, 0, 0, &h, limit))
             }
-            Some(Position::Snapshot { t, a, h }) => snapshot_page(db, t, a, h, limit),
-            Some(Position::Log { x, i }) => log_page(db, &x, i, limit),
+            Some(Position::Snapshot { t, a, h }) => {
+                halving_on_507(limit, |limit| snapshot_page(db, t, a, &h, limit))
+            }
+            Some(Position::Log { x, i }) => {
+                halving_on_507(limit, |limit| log_page(db, x.clone(), i, limit))
+            }
         }
     })?;
-    Ok(respond::json(200, &page))
+    Ok(respond::json_text(200, page.render()))
+}
+
+/// A page as [`content_model::feed::ChangePage`] reads it, with its changes
+/// already JSON text: each row's JSON is made by PostgreSQL and only passes
+/// through here, rather than crossing the host value by value and being
+/// parsed and printed again.
+struct Page {
+    phase: &'static str,
+    /// The members of `changes`, comma-separated.
+    changes: String,
+    next: Position,
+    has_more: bool,
+}
+
+impl Page {
+    fn render(&self) -> String {
+        let next = serde_json::to_string(&cursor::encode(&self.next)).expect("strings serialise");
+        format!(
+            r#"{{"phase":"{}","changes":[{}],"next_cursor":{next},"has_more":{}}}"#,
+            self.phase, self.changes, self.has_more
+        )
+    }
+}
+
+/// The change of an upserted row: `row` is SQL for its JSON text over `t`.
+fn upsert_sql(resource: &Resource) -> String {
+    format!(
+        r#"'{{"table":"{}","op":"upsert","id":' || t.id || ',"row":' || {} || '}}'"#,
+        resource.table,
+        resource.json_expr()
+    )
+}
+
+/// Runs `page` for `limit` entries; when its rows pass the host's cap on
+/// one query result (507), asks again with half as many, down to one.
+fn halving_on_507(
+    mut limit: i64,
+    mut page: impl FnMut(i64) -> Result<Page, Problem>,
+) -> Result<Page, Problem> {
+    loop {
+        match page(limit) {
+            Err(problem) if problem.status == 507 && limit > 1 => limit /= 2,
+            page => return page,
+        }
+    }
 }
 
 fn snapshot_page(
     db: &Db,
     mut table: usize,
     mut after: i32,
-    h: String,
+    h: &str,
     limit: i64,
-) -> Result<Value, Problem> {
-    let mut changes = Vec::new();
-    while table < ALL.len() && (changes.len() as i64) < limit {
+) -> Result<Page, Problem> {
+    let mut changes: Vec<String> = Vec::new();
+    let mut taken = 0;
+    while table < ALL.len() && taken < limit {
         let resource = ALL[table];
-        let want = limit - changes.len() as i64;
+        let want = limit - taken;
         let mut params = Params::default();
-        let sql = crud::page_sql(
+        let rows_sql = crud::page_rows_sql(
             resource,
+            &format!("t.id, {} AS change", upsert_sql(resource)),
             &format!("WHERE t.id > {}", params.push(ParameterValue::Int32(after))),
             &params.push(ParameterValue::Int64(want)),
             &mut params,
         );
+        // One row for the table's part of the page, whatever its length.
+        let sql = format!(
+            "SELECT count(*), max(p.id), coalesce(bool_or(p._full), false),
+                    string_agg(p.change, ',' ORDER BY p.id)
+             FROM ({rows_sql}) AS p"
+        );
         let rows = db.query(&sql, &params.values)?;
-        for index in 0..rows.rows.len() {
-            let (row, _) = resource.row_json(&rows, index)?;
-            after = row["id"].as_i64().unwrap_or_default() as i32;
-            changes.push(json!({"table": resource.table, "op": "upsert", "id": after, "row": row}));
+        let row = &rows.rows[0];
+        let count = value::int(&row[0], "count")?.unwrap_or_default();
+        let cut_short = value::boolean(&row[2], "_full")?.unwrap_or_default();
+        if let Some(text) = value::text(&row[3], "changes")? {
+            changes.push(text);
+            after = value::int(&row[1], "max")?.unwrap_or_default() as i32;
         }
-        if crud::cut_short(&rows)? {
+        taken += count;
+        if cut_short {
             // A page of long rows: the rest of this table comes next.
             break;
         }
-        if (rows.rows.len() as i64) < want {
+        if count < want {
             table += 1;
             after = 0;
         }
@@ -113,20 +173,23 @@ fn snapshot_page(
         Position::Snapshot {
             t: table,
             a: after,
-            h,
+            h: h.to_owned(),
         }
     } else {
         // (h, -1): every entry with xid >= h (log ids start at 1).
-        check_horizon(db, &h, -1)?;
-        Position::Log { x: h, i: -1 }
+        check_horizon(db, h, -1)?;
+        Position::Log {
+            x: h.to_owned(),
+            i: -1,
+        }
     };
-    Ok(json!({
-        "phase": "snapshot",
-        "changes": changes,
-        "next_cursor": cursor::encode(&next),
+    Ok(Page {
+        phase: "snapshot",
+        changes: changes.join(","),
+        next,
         // After the last snapshot page the log follows.
-        "has_more": true,
-    }))
+        has_more: true,
+    })
 }
 
 /// 410 when entries after the cursor may already have been pruned.
@@ -150,20 +213,9 @@ fn check_horizon(db: &Db, x: &str, i: i64) -> Result<(), Problem> {
     Ok(())
 }
 
-/// The log after (`x`, `i`), `limit` entries at most. Rows changed in the
-/// log are fetched whole; when the rows of a page pass the host's cap on
-/// one query result (507), the page is asked again with half the entries,
-/// down to one.
-fn log_page(db: &Db, x: &str, i: i64, mut limit: i64) -> Result<Value, Problem> {
-    loop {
-        match log_entries(db, x.to_owned(), i, limit) {
-            Err(problem) if problem.status == 507 && limit > 1 => limit /= 2,
-            page => return page,
-        }
-    }
-}
-
-fn log_entries(db: &Db, x: String, i: i64, limit: i64) -> Result<Value, Problem> {
+/// The log after (`x`, `i`), `limit` entries at most, with the rows they
+/// changed as they are now.
+fn log_page(db: &Db, x: String, i: i64, limit: i64) -> Result<Page, Problem> {
     if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Problem::bad_request(
             "cursor",
@@ -204,7 +256,7 @@ fn log_entries(db: &Db, x: String, i: i64, limit: i64) -> Result<Value, Problem>
         order.push((resource, row_id));
         deleted.insert((resource.table, row_id), op == "delete");
     }
-    let mut current: HashMap<(&'static str, i32), Value> = HashMap::new();
+    let mut current: HashMap<(&'static str, i32), String> = HashMap::new();
     for resource in ALL {
         let ids: Vec<i32> = order
             .iter()
@@ -218,35 +270,41 @@ fn log_entries(db: &Db, x: String, i: i64, limit: i64) -> Result<Value, Problem>
         let params: Vec<ParameterValue> = ids.iter().map(|id| ParameterValue::Int32(*id)).collect();
         let rows = db.query(
             &format!(
-                "SELECT {} FROM {} AS t WHERE t.id IN ({})",
-                resource.select_list(),
+                "SELECT t.id, {} FROM {} AS t WHERE t.id IN ({})",
+                upsert_sql(resource),
                 resource.table,
                 placeholders.join(", ")
             ),
             &params,
         )?;
-        for index in 0..rows.rows.len() {
-            let (row, _) = resource.row_json(&rows, index)?;
-            let id = row["id"].as_i64().unwrap_or_default() as i32;
-            current.insert((resource.table, id), row);
+        for row in &rows.rows {
+            let id = value::int(&row[0], "id")?.unwrap_or_default() as i32;
+            let change = value::text(&row[1], "change")?.unwrap_or_default();
+            current.insert((resource.table, id), change);
         }
     }
-    let changes: Vec<Value> = order
+    let changes: Vec<String> = order
         .iter()
         .map(
             |(resource, id)| match current.remove(&(resource.table, *id)) {
-                Some(row) => json!({"table": resource.table, "op": "upsert", "id": id, "row": row}),
+                Some(change) => change,
                 // Deleted, now or by a later entry: a tombstone either way.
-                None => json!({"table": resource.table, "op": "delete", "id": id}),
+                None => format!(
+                    r#"{{"table":"{}","op":"delete","id":{id}}}"#,
+                    resource.table
+                ),
             },
         )
         .collect();
-    Ok(json!({
-        "phase": "log",
-        "changes": changes,
-        "next_cursor": cursor::encode(&Position::Log { x: last.0, i: last.1 }),
-        "has_more": has_more,
-    }))
+    Ok(Page {
+        phase: "log",
+        changes: changes.join(","),
+        next: Position::Log {
+            x: last.0,
+            i: last.1,
+        },
+        has_more,
+    })
 }
 
 pub fn changes_doc(_: Option<&'static Resource>) -> Doc {

@@ -12,6 +12,15 @@ pub fn json(status: u16, body: &Value) -> Response {
         .build()
 }
 
+/// 200 (or `status`) with a body that is JSON text already.
+pub fn json_text(status: u16, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.into_bytes())
+        .build()
+}
+
 /// One row with its strong ETag.
 pub fn row(status: u16, body: &Value, etag: &str, location: Option<&str>) -> Response {
     let mut builder = Response::builder();

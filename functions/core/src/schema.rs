@@ -171,6 +171,29 @@ impl Resource {
         terms.join(" + ")
     }
 
+    /// The row's JSON representation, the one [`Resource::row_json`]
+    /// builds, as text made by PostgreSQL from the columns of `t`. Pages
+    /// of the feed pass it through: one text a page crosses the host
+    /// instead of every value of every row. Concatenation of each member's
+    /// `to_json` is about twice as fast as `json_build_object` here, which
+    /// goes through a generic variadic call per row.
+    pub fn json_expr(&self) -> String {
+        let members: Vec<String> = self
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let key = format!("{}\"{}\":", if i == 0 { '{' } else { ',' }, field.name);
+                let value = match field.kind {
+                    Kind::Json => format!("t.{}::text", field.column),
+                    _ => format!("to_json({})::text", read_expr(field)),
+                };
+                format!("'{key}' || coalesce({value}, 'null')")
+            })
+            .collect();
+        format!("{} || '}}'", members.join(" || "))
+    }
+
     /// A digest of every field: changes whenever the representation does,
     /// and can be compared inside an UPDATE for If-Match without a race.
     pub fn etag_expr(&self) -> String {
@@ -519,6 +542,31 @@ mod tests {
         assert_eq!(score("rank_score", &v).unwrap(), "4.50");
         let v: Value = serde_json::from_str("4.999").unwrap();
         assert_eq!(score("rank_score", &v).unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn json_text_names_every_field_once_in_order() {
+        for resource in ALL {
+            let sql = resource.json_expr();
+            let mut at = 0;
+            for field in resource.fields {
+                // The names go into SQL and JSON literals unescaped.
+                assert!(
+                    field
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{}",
+                    field.name
+                );
+                let key = format!("\"{}\":", field.name);
+                let found = sql[at..]
+                    .find(&key)
+                    .unwrap_or_else(|| panic!("{key} in {sql}"));
+                at += found + key.len();
+            }
+            assert_eq!(sql.matches("coalesce(").count(), resource.fields.len());
+        }
     }
 
     #[test]

@@ -233,3 +233,115 @@ async fn a_cursor_behind_the_pruned_log_is_told_to_resnapshot() {
     let (fresh, _, _) = drain(&app, None, 100).await;
     assert_eq!(fresh.len(), 2);
 }
+
+/// The feed's rows are made by PostgreSQL as JSON text, the API's GET
+/// builds them from values: both must say the same for every kind of field
+/// (texts that need escaping, JSON with exact decimals, nulls, scores,
+/// timestamps), in the snapshot and in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn feed_rows_equal_the_rows_get_returns_for_every_kind() {
+    let app = App::start_isolated().await;
+    let awkward = "\"quoted\" \\ back\u{1}slash\ttab\nline ภาษาไทย 🐘 </script>";
+    let content = app
+        .create(
+            "/api/content",
+            json!({
+                "title": awkward, "content_type": "phrase", "native_text": "สวัสดี",
+                "translation": "hello", "ipa": "sa.wàt.diː", "difficulty_level": 3,
+                "tags": ["greeting", 1.50, {"deep": [null, true, 12345678901234567890_u64]}],
+                "content_metadata": null
+            }),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let fragment = app
+        .create(
+            "/api/fragments",
+            json!({
+                "learning_content_id": content, "native_text": awkward, "body_text": "",
+                "fragment_type": "word", "fragment_metadata": {"n": -0.000100, "s": "é"}
+            }),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let asset = app
+        .call(
+            Some("authenticated"),
+            "POST",
+            &format!("/api/assets?fragment_id={fragment}&asset_type=audio"),
+            &[("content-type", "audio/mpeg")],
+            Bytes::from_static(b"mp3"),
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let ranking = app
+        .create(
+            "/api/rankings",
+            json!({"fragment_id": fragment, "asset_id": asset, "rank_score": "4.50",
+                   "assessed_by": awkward, "assessment_notes": null}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let paths = [
+        ("learning_content", "content", content),
+        ("content_fragments", "fragments", fragment),
+        ("fragment_assets", "assets", asset),
+        ("rankings", "rankings", ranking),
+    ];
+    let (_, pages, cursor) = drain(&app, None, 3).await;
+    same_as_get(&app, &paths, &pages, "snapshot").await;
+    assert_eq!(
+        pages
+            .iter()
+            .find_map(|p| {
+                p["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["table"] == "learning_content")
+                    .cloned()
+            })
+            .unwrap()["row"]["title"],
+        awkward
+    );
+
+    // Each row changed once more: now they come from the log.
+    for (_, path, id) in paths {
+        let body = match path {
+            "content" => json!({"content_metadata": {"k": [1e3, "ß"]}}),
+            "fragments" => json!({"extra": "x\"y"}),
+            "assets" => json!({"asset_metadata": {"voice": "th-TH"}}),
+            _ => json!({"rank_score": "0.25"}),
+        };
+        let reply = app
+            .write("PATCH", &format!("/api/{path}/{id}"), &body)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let (_, pages, _) = eventually(&app, &cursor, 4).await;
+    same_as_get(&app, &paths, &pages, "log").await;
+}
+
+/// Asserts that the last change of each (table, path, id) among the pages
+/// of `phase` carries the row `GET /api/<path>/<id>` returns now.
+async fn same_as_get(app: &App, rows: &[(&str, &str, i64)], pages: &[Value], phase: &str) {
+    let changes: Vec<Value> = pages
+        .iter()
+        .filter(|p| p["phase"] == phase)
+        .flat_map(|p| p["changes"].as_array().unwrap().clone())
+        .collect();
+    for (table, path, id) in rows {
+        let fed = changes
+            .iter()
+            .rev()
+            .find(|c| c["table"] == *table && c["id"] == *id)
+            .unwrap_or_else(|| panic!("{table} {id} is not in the {phase}"));
+        let got = app.get(&format!("/api/{path}/{id}")).await.json();
+        assert_eq!(fed["row"], got, "{table} in the {phase}");
+    }
+}

@@ -119,11 +119,26 @@ enum Serving {
 impl AppServer {
     /// Serves spin.toml with `variables` (by name, as in `[variables]`) on
     /// a free loopback port, with the host [`Host::from_env`] chooses.
+    ///
+    /// A real Spin binds the port itself, seconds after it was found free
+    /// (it loads the app first); when another process took it meanwhile
+    /// (an outgoing connection gets its port from the same range), Spin is
+    /// started again on another.
     pub async fn start(variables: &[(&str, &str)]) -> Result<AppServer, Error> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(Error::io("binding a loopback port"))?;
-        Self::start_on(listener, variables).await
+        let mut tries = 0;
+        loop {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(Error::io("binding a loopback port"))?;
+            match Self::start_on(listener, variables).await {
+                Err(Error::SpinStart { output, .. })
+                    if tries < 4 && output.contains("Address already in use") =>
+                {
+                    tries += 1;
+                }
+                served => return served,
+            }
+        }
     }
 
     /// The same on `listener`'s address: a test that stops a server and
