@@ -131,8 +131,9 @@ impl AppServer {
                 .await
                 .map_err(Error::io("binding a loopback port"))?;
             match Self::start_on(listener, variables).await {
+                // Spin 4.0.2 says "<addr> is already in use" and exits.
                 Err(Error::SpinStart { output, .. })
-                    if tries < 4 && output.contains("Address already in use") =>
+                    if tries < 4 && output.contains("already in use") =>
                 {
                     tries += 1;
                 }
