@@ -102,7 +102,7 @@ impl Page {
     }
 }
 
-/// The change of an upserted row: `row` is SQL for its JSON text over `t`.
+/// SQL for the change an upserted row of `t` makes, as JSON text.
 fn upsert_sql(resource: &Resource) -> String {
     format!(
         r#"'{{"table":"{}","op":"upsert","id":' || t.id || ',"row":' || {} || '}}'"#,
