@@ -5,11 +5,10 @@ use spin_sdk::http::Response;
 
 /// 200 (or `status`) with a JSON body.
 pub fn json(status: u16, body: &Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(body).expect("JSON values serialise"))
-        .build()
+    json_text(
+        status,
+        serde_json::to_string(body).expect("JSON values serialise"),
+    )
 }
 
 /// 200 (or `status`) with a body that is JSON text already.

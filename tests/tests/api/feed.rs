@@ -42,6 +42,21 @@ async fn drain(
     }
 }
 
+/// Uploads a few bytes of audio for `fragment`; returns the asset's id.
+async fn audio(app: &App, fragment: i64) -> i64 {
+    app.call(
+        Some("authenticated"),
+        "POST",
+        &format!("/api/assets?fragment_id={fragment}&asset_type=audio"),
+        &[("content-type", "audio/mpeg")],
+        Bytes::from_static(b"mp3"),
+    )
+    .await
+    .json()["id"]
+        .as_i64()
+        .unwrap()
+}
+
 fn change(table: &str, op: &str, id: i64) -> (String, String, i64) {
     (table.to_owned(), op.to_owned(), id)
 }
@@ -50,18 +65,7 @@ fn change(table: &str, op: &str, id: i64) -> (String, String, i64) {
 async fn a_snapshot_then_the_log_with_tombstones() {
     let app = App::start_isolated().await;
     let (content, fragments) = app.content_with_fragments(2).await;
-    let asset = app
-        .call(
-            Some("authenticated"),
-            "POST",
-            &format!("/api/assets?fragment_id={}&asset_type=audio", fragments[0]),
-            &[("content-type", "audio/mpeg")],
-            Bytes::from_static(b"mp3"),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
+    let asset = audio(&app, fragments[0]).await;
     let ranking = app
         .create("/api/rankings", json!({"fragment_id": fragments[0], "asset_id": asset, "rank_score": "3.25", "assessed_by": "a"}))
         .await["id"]
@@ -266,18 +270,7 @@ async fn feed_rows_equal_the_rows_get_returns_for_every_kind() {
         .await["id"]
         .as_i64()
         .unwrap();
-    let asset = app
-        .call(
-            Some("authenticated"),
-            "POST",
-            &format!("/api/assets?fragment_id={fragment}&asset_type=audio"),
-            &[("content-type", "audio/mpeg")],
-            Bytes::from_static(b"mp3"),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
+    let asset = audio(&app, fragment).await;
     let ranking = app
         .create(
             "/api/rankings",

@@ -34,6 +34,9 @@ pub enum Error {
         action: String,
         source: std::io::Error,
     },
+    /// Another process took the address before Spin could bind it.
+    #[error("Spin ({bin}) could not listen on {addr}: the address is in use")]
+    PortTaken { bin: PathBuf, addr: SocketAddr },
     #[error("Spin ({bin}) did not start serving: {reason}\n{output}")]
     SpinStart {
         bin: PathBuf,
@@ -131,12 +134,7 @@ impl AppServer {
                 .await
                 .map_err(Error::io("binding a loopback port"))?;
             match Self::start_on(listener, variables).await {
-                // Spin 4.0.2 says "<addr> is already in use" and exits.
-                Err(Error::SpinStart { output, .. })
-                    if tries < 4 && output.contains("already in use") =>
-                {
-                    tries += 1;
-                }
+                Err(Error::PortTaken { .. }) if tries < 4 => tries += 1,
                 served => return served,
             }
         }

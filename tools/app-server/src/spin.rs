@@ -95,6 +95,13 @@ impl SpinProcess {
         };
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Spin 4.0.2 says "<addr> is already in use" and exits.
+                if self.output().contains("already in use") {
+                    return Err(Error::PortTaken {
+                        bin: bin.to_owned(),
+                        addr,
+                    });
+                }
                 return Err(failed(self, format!("it exited ({status})")));
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {

@@ -333,36 +333,27 @@ pub async fn assets(stack: &Stack, on: &Serving, db: &str, sizes: &Sizes) -> Res
         Figure::named("POST /api/assets (raw body), 1 connection"),
         Figure::named("INSERT … asset_data, prepared, tokio-postgres"),
     );
+    let download = async |credential: &str| {
+        drive(
+            on.addr(),
+            credential,
+            1,
+            sizes.asset_runs,
+            RUN_LIMIT,
+            async |conn, _| {
+                let body = conn.get(&format!("/api/assets/{asset}/data")).await?;
+                anyhow::ensure!(body.len() == data.len(), "short download");
+                Ok(body.len() as u64)
+            },
+        )
+        .await
+    };
     let mut down_keyed = Vec::new();
     for rep in 0..=sizes.reps {
-        let get = drive(
-            on.addr(),
-            &token,
-            1,
-            sizes.asset_runs,
-            RUN_LIMIT,
-            async |conn, _| {
-                let body = conn.get(&format!("/api/assets/{asset}/data")).await?;
-                anyhow::ensure!(body.len() == data.len(), "short download");
-                Ok(body.len() as u64)
-            },
-        )
-        .await?;
+        let get = download(&token).await?;
         // The same downloads with the publishable API key (one SHA-256)
         // instead of an ES256 token: what verifying the token costs here.
-        let keyed = drive(
-            on.addr(),
-            stack.publishable_key(),
-            1,
-            sizes.asset_runs,
-            RUN_LIMIT,
-            async |conn, _| {
-                let body = conn.get(&format!("/api/assets/{asset}/data")).await?;
-                anyhow::ensure!(body.len() == data.len(), "short download");
-                Ok(body.len() as u64)
-            },
-        )
-        .await?;
+        let keyed = download(stack.publishable_key()).await?;
         let started = Instant::now();
         let mut read = 0;
         for _ in 0..sizes.asset_runs {
