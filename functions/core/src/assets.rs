@@ -6,12 +6,14 @@ use spin_sdk::http::Response;
 use spin_sdk::pg4::ParameterValue;
 
 use crate::crud::{self, Params};
+use crate::db::Db;
 use crate::doc::{self, Doc};
 use crate::problem::Problem;
 use crate::request::{self, Query};
 use crate::respond;
 use crate::router::{Ctx, Handled};
 use crate::schema::{ASSET_TYPES, ASSETS, Assignment, Mode, Resource};
+use crate::send::Streamed;
 use crate::value;
 
 /// `POST /api/assets?fragment_id=&asset_type=&created_by=`: the body is the
@@ -133,13 +135,14 @@ fn media_type(ctx: &Ctx) -> Result<String, Problem> {
     }
 }
 
-/// `GET`/`HEAD /api/assets/:id/data`.
-pub fn data(ctx: &Ctx) -> Handled {
+/// `GET`/`HEAD /api/assets/:id/data`: the head once the first slice is
+/// read, then the rest of the bytes a slice at a time (see [`Slices`]).
+pub fn data<'c>(ctx: &'c Ctx<'_>) -> Result<Streamed<'c>, Problem> {
     Query::parse(ctx.req, &[])?;
     let id = ctx.id("id")?;
     let db = ctx.db()?;
     // A plain GET wants the whole asset: its first slice comes with the
-    // metadata, saving a query (for most assets, the only other one).
+    // metadata, saving a query (for assets up to one slice, the only one).
     let plain = !ctx.is_head()
         && ctx.req.header("range").is_none()
         && ctx.req.header("if-none-match").is_none();
@@ -160,17 +163,21 @@ pub fn data(ctx: &Ctx) -> Handled {
     let size = value::int(&row[1], "asset_size")?.unwrap_or(0) as u64;
     let content_type = value::text(&row[2], "content_type")?
         .unwrap_or_else(|| "application/octet-stream".to_owned());
-    let head_start = value::into_bytes(row.swap_remove(3), "asset_data")?.unwrap_or_default();
+    let first_slice = value::into_bytes(row.swap_remove(3), "asset_data")?.unwrap_or_default();
 
     if let Some(tags) = request::etags(ctx.req, "if-none-match")
         && request::if_none_match(&tags, &sha256)
     {
-        return Ok(Response::builder()
+        let head = Response::builder()
             .status(304)
             .header("etag", respond::quote(&sha256))
             .header("accept-ranges", "bytes")
             .body(Vec::new())
-            .build());
+            .build();
+        return Ok(Streamed {
+            head,
+            body: Box::new(std::iter::empty()),
+        });
     }
 
     let range = match ctx.req.header("range").and_then(|v| v.as_str()) {
@@ -190,12 +197,17 @@ pub fn data(ctx: &Ctx) -> Handled {
         Some((first, last)) => (206, first, last - first + 1),
         None => (200, 0, size),
     };
-    let body = if ctx.is_head() {
-        // The host sends no body for HEAD: do not read one.
-        Vec::new()
-    } else {
-        read_bytes(ctx, id, first, length, head_start)?
+    let mut slices = Slices {
+        db,
+        id,
+        sha256: sha256.clone(),
+        at: first,
+        // The host sends no body for HEAD: read none.
+        end: if ctx.is_head() { first } else { first + length },
+        read: Some(first_slice),
     };
+    // Read before the head, so that a failure to read still has a status.
+    let opening = slices.next().transpose()?;
 
     let mut builder = Response::builder();
     builder
@@ -211,59 +223,72 @@ pub fn data(ctx: &Ctx) -> Handled {
             format!("bytes {first}-{}/{size}", first + length - 1),
         );
     }
-    Ok(builder.body(body).build())
+    Ok(Streamed {
+        head: builder.body(Vec::new()).build(),
+        body: Box::new(opening.map(Ok).into_iter().chain(slices)),
+    })
 }
 
-/// How much of an asset one query reads. A Spin host refuses a query
-/// result over 128 MiB; reading in slices serves any size the
-/// `max_asset_bytes` setting allows.
-const READ_SLICE: u64 = 16 << 20;
+/// How much of an asset one query reads, and so the most of it the
+/// component holds at a time. A slice is also the host's unit of writing a
+/// body (wasmtime takes 1 MiB per write), so a slice is sent in one write
+/// while the next is read.
+const READ_SLICE: u64 = 1 << 20;
 
-/// `length` bytes of the asset from byte `first` (0-based), of which
-/// `body` holds the start already, read a slice at a time. substring() on
-/// EXTERNAL storage fetches only the TOAST chunks a slice needs.
-fn read_bytes(
-    ctx: &Ctx,
+/// An asset's bytes from `at` to `end`, one query per slice. substring()
+/// on EXTERNAL storage fetches only the TOAST chunks a slice needs, so
+/// each costs what its bytes cost, wherever it lies in the asset.
+struct Slices<'c> {
+    db: &'c Db,
     id: i32,
-    first: u64,
-    length: u64,
-    mut body: Vec<u8>,
-) -> Result<Vec<u8>, Problem> {
-    let db = ctx.db()?;
-    while (body.len() as u64) < length {
-        let at = first + body.len() as u64;
-        let want = (length - body.len() as u64).min(READ_SLICE);
-        let slice = db.query(
-            "SELECT substring(asset_data FROM $2 FOR $3) FROM fragment_assets WHERE id = $1",
+    /// The asset whose head was sent: a slice of a replaced one is refused
+    /// rather than spliced into it.
+    sha256: String,
+    at: u64,
+    end: u64,
+    /// Bytes from `at` read already, with the metadata.
+    read: Option<Vec<u8>>,
+}
+
+impl Iterator for Slices<'_> {
+    type Item = Result<Vec<u8>, Problem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.end {
+            return None;
+        }
+        let slice = match self.read.take().filter(|read| !read.is_empty()) {
+            Some(read) => Ok(read),
+            None => self.read_slice((self.end - self.at).min(READ_SLICE)),
+        };
+        Some(slice.inspect(|bytes| self.at += bytes.len() as u64))
+    }
+}
+
+impl Slices<'_> {
+    fn read_slice(&self, want: u64) -> Result<Vec<u8>, Problem> {
+        let rows = self.db.query(
+            "SELECT substring(asset_data FROM $2 FOR $3)
+             FROM fragment_assets WHERE id = $1 AND asset_sha256 = $4",
             &[
-                ParameterValue::Int32(id),
+                ParameterValue::Int32(self.id),
                 // substring() takes int4: assets are far below 2 GiB.
-                ParameterValue::Int32(at as i32 + 1),
+                ParameterValue::Int32(self.at as i32 + 1),
                 ParameterValue::Int32(want as i32),
+                ParameterValue::Str(self.sha256.clone()),
             ],
         )?;
-        let bytes = slice
-            .rows
+        rows.rows
             .into_iter()
             .next()
             .and_then(|row| row.into_iter().next())
             .map(|cell| value::into_bytes(cell, "asset_data"))
             .transpose()?
             .flatten()
-            // Deleted between the reads.
-            .ok_or_else(|| crud::not_found(&ASSETS, id))?;
-        if bytes.is_empty() {
-            // Replaced by a shorter one between the reads.
-            return Err(crud::not_found(&ASSETS, id));
-        }
-        // The first slice (for most assets the only one) is the body itself.
-        if body.is_empty() {
-            body = bytes;
-        } else {
-            body.extend_from_slice(&bytes);
-        }
+            .filter(|bytes| !bytes.is_empty())
+            // Deleted or replaced since the head was read.
+            .ok_or_else(|| crud::not_found(&ASSETS, self.id))
     }
-    Ok(body)
 }
 
 #[derive(Debug, PartialEq, Eq)]

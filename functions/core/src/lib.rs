@@ -4,7 +4,8 @@
 //! - [`problem`]: RFC 9457 `application/problem+json` responses.
 //! - [`db`]: the database handle and the one mapping from a database error to HTTP.
 //! - [`auth`]: Supabase JWTs and roles.
-//! - [`request`], [`respond`]: parsing requests and building responses.
+//! - [`request`], [`respond`]: parsing requests and building responses;
+//!   [`send`] hands them to the host, whole or streamed.
 //! - [`schema`]: the four resources, declared once; [`crud`] serves them.
 //! - [`assets`], [`rankings`], [`expand`], [`feed`], [`import`]: the endpoints
 //!   beyond plain CRUD. [`openapi`] describes them all.
@@ -28,6 +29,7 @@ pub mod respond;
 pub mod router;
 pub mod routes;
 pub mod schema;
+pub mod send;
 pub mod value;
 
 pub use auth::Role;
@@ -45,8 +47,11 @@ macro_rules! component {
         #[allow(unsafe_code)]
         mod export {
             #[spin_sdk::http_component]
-            async fn handle(req: spin_sdk::http::IncomingRequest) -> spin_sdk::http::Response {
-                $crate::serve(req, &$routes()).await
+            async fn handle(
+                req: spin_sdk::http::IncomingRequest,
+                out: spin_sdk::http::ResponseOutparam,
+            ) {
+                $crate::serve(req, out, &$routes()).await
             }
         }
     };

@@ -3,7 +3,7 @@
 use std::cell::{OnceCell, RefCell};
 
 use futures::StreamExt;
-use spin_sdk::http::{IncomingRequest, Method, Request, Response};
+use spin_sdk::http::{IncomingRequest, Method, Request, Response, ResponseOutparam};
 
 use crate::auth::Keys;
 use crate::auth::{self, Role};
@@ -12,6 +12,7 @@ use crate::db::Db;
 use crate::doc::Doc;
 use crate::problem::Problem;
 use crate::schema::Resource;
+use crate::send::{self, Streamed};
 
 /// The largest JSON body any endpoint takes (an import batch of 500 rows of
 /// long texts fits comfortably).
@@ -20,6 +21,17 @@ pub const MAX_JSON_BYTES: usize = content_model::limits::MAX_JSON_BYTES;
 /// A handler's result: a response, or the problem to answer instead.
 pub type Handled = Result<Response, Problem>;
 
+/// How a route answers.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// With a response built whole.
+    Whole(fn(&Ctx) -> Handled),
+    /// With a head, then a body read as it is sent: for bodies too large
+    /// to hold at once. Whatever can fail with a status must fail before
+    /// the head is returned.
+    Streamed(for<'c> fn(&'c Ctx<'_>) -> Result<Streamed<'c>, Problem>),
+}
+
 /// One route of a component: `pattern` is the path with `:name` segments,
 /// e.g. `/api/content/:id`.
 pub struct Route {
@@ -27,7 +39,7 @@ pub struct Route {
     pub pattern: &'static str,
     /// The least role that may call it; `None` for public routes.
     pub role: Option<Role>,
-    pub handler: fn(&Ctx) -> Handled,
+    pub handler: Handler,
     /// The resource a generic handler serves.
     pub resource: Option<&'static Resource>,
     /// What it does, for the OpenAPI document.
@@ -68,6 +80,29 @@ impl Route {
         pattern: &'static str,
         role: Option<Role>,
         handler: fn(&Ctx) -> Handled,
+        doc: fn(Option<&'static Resource>) -> Doc,
+    ) -> Self {
+        Self::with(op, method, pattern, role, Handler::Whole(handler), doc)
+    }
+
+    /// A route whose handler streams its body (see [`Handler::Streamed`]).
+    pub const fn streaming(
+        op: Op,
+        method: Method,
+        pattern: &'static str,
+        role: Option<Role>,
+        handler: for<'c> fn(&'c Ctx<'_>) -> Result<Streamed<'c>, Problem>,
+        doc: fn(Option<&'static Resource>) -> Doc,
+    ) -> Self {
+        Self::with(op, method, pattern, role, Handler::Streamed(handler), doc)
+    }
+
+    const fn with(
+        op: Op,
+        method: Method,
+        pattern: &'static str,
+        role: Option<Role>,
+        handler: Handler,
         doc: fn(Option<&'static Resource>) -> Doc,
     ) -> Self {
         Route {
@@ -200,7 +235,7 @@ impl Ctx<'_> {
 /// the body read, in chunks, and refused as soon as it passes the route's
 /// limit. A client cannot make the component buffer more than that limit,
 /// nor make it read anything before its token is checked.
-pub async fn serve(incoming: IncomingRequest, routes: &[Route]) -> Response {
+pub async fn serve(incoming: IncomingRequest, out: ResponseOutparam, routes: &[Route]) {
     let req = Request::builder()
         .method(incoming.method())
         .uri(incoming.uri())
@@ -208,7 +243,7 @@ pub async fn serve(incoming: IncomingRequest, routes: &[Route]) -> Response {
         .build();
     let (route, params) = match select(&req, routes) {
         Ok(chosen) => chosen,
-        Err(problem) => return problem.into_response(),
+        Err(problem) => return send::whole(out, problem.into_response()).await,
     };
     let mut ctx = Ctx {
         req: &req,
@@ -220,16 +255,23 @@ pub async fn serve(incoming: IncomingRequest, routes: &[Route]) -> Response {
         keys: OnceCell::new(),
         db: OnceCell::new(),
     };
-    let result = match authorise(&mut ctx, route) {
+    let body = match authorise(&mut ctx, route) {
         Ok(()) => read_body(&ctx, incoming, route.op.body()).await,
         Err(problem) => Err(problem),
     };
-    result
-        .and_then(|body| {
-            ctx.body = RefCell::new(body);
-            (route.handler)(&ctx)
-        })
-        .unwrap_or_else(Problem::into_response)
+    match body {
+        Ok(body) => ctx.body = RefCell::new(body),
+        Err(problem) => return send::whole(out, problem.into_response()).await,
+    }
+    match route.handler {
+        Handler::Whole(handler) => {
+            send::whole(out, handler(&ctx).unwrap_or_else(Problem::into_response)).await
+        }
+        Handler::Streamed(handler) => match handler(&ctx) {
+            Ok(streamed) => send::streamed(out, streamed).await,
+            Err(problem) => send::whole(out, problem.into_response()).await,
+        },
+    }
 }
 
 /// A path's `:name` parameters with their values.

@@ -34,7 +34,7 @@ pub fn assets() -> Vec<Route> {
             assets::upload_doc,
         )
         .on(&ASSETS),
-        Route::new(
+        Route::streaming(
             Op::Data,
             Method::Get,
             "/api/assets/:id/data",
