@@ -6,7 +6,8 @@ use sha2::{Digest, Sha256};
 
 use http_body_util::BodyExt;
 
-use crate::{App, MAX_ASSET_BYTES, fields, problem, token};
+use crate::support::{Server, borrowed, send_to};
+use crate::{App, MAX_ASSET_BYTES, app_variables, fields, problem, token};
 
 /// Deterministic bytes that are not trivially compressible or repetitive.
 fn audio_bytes(len: usize) -> Vec<u8> {
@@ -103,6 +104,77 @@ async fn two_mebibytes_of_audio_come_back_byte_identical() {
         .await;
     assert_eq!(cached.status, 304);
     assert!(cached.body.is_empty());
+}
+
+/// A cap on each instance's memory far below an asset's size, as Spin
+/// deployments set (`spin up --max-instance-memory`), still serves the
+/// asset whole: the component holds a slice of it at a time, never all.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_asset_larger_than_an_instance_may_hold_is_served_whole() {
+    let app = App::start().await;
+    let (_, fragments) = app.content_with_fragments(1).await;
+    let bytes = audio_bytes(48 << 20);
+    let id: i32 = app
+        .sql()
+        .await
+        .query_one(
+            "INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type)
+             VALUES ($1, 'audio', $2, 'audio/wav') RETURNING id",
+            &[&(fragments[0] as i32), &bytes],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    const CAP: usize = 8 << 20;
+    let capped = spin_host::runtime::Runtime::new()
+        .unwrap()
+        .with_max_instance_memory(CAP);
+    let manifest = app_server::components::project_manifest_text_of(&["assets"]).unwrap();
+    let mut variables = app_variables(&app.db_url, integration_tests::db::cluster().port());
+    // Uploads past the cap, to show it is enforced.
+    for (name, value) in &mut variables {
+        if *name == "max_asset_bytes" {
+            *value = (4 * CAP).to_string();
+        }
+    }
+    let server = Server::start_text_on(&capped, &manifest, &borrowed(&variables)).await;
+    let auth = format!("Bearer {}", token("anon"));
+    let path = format!("/api/assets/{id}/data");
+    let whole = send_to(
+        server.addr,
+        http::Method::GET,
+        &path,
+        &[("authorization", &auth)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert!(
+        whole.body[..] == bytes[..],
+        "the 48 MiB asset came back changed"
+    );
+
+    // The cap holds: an upload, which the component holds whole, of more
+    // than the cap fails where one well below it is stored.
+    let upload_path = format!("/api/assets?fragment_id={}&asset_type=audio", fragments[0]);
+    let writer = format!("Bearer {}", token("authenticated"));
+    let upload_headers = [
+        ("authorization", writer.as_str()),
+        ("content-type", "audio/wav"),
+    ];
+    let upload = |len: usize| {
+        send_to(
+            server.addr,
+            http::Method::POST,
+            &upload_path,
+            &upload_headers,
+            Bytes::from(audio_bytes(len)),
+        )
+    };
+    let small = upload(1 << 20).await;
+    assert_eq!(small.status, 201, "{}", small.text());
+    assert_eq!(upload(2 * CAP).await.status, 500);
 }
 
 /// The bytes of an asset are sent as they are read, after the head. An

@@ -104,6 +104,12 @@ impl Server {
     /// holds both to the same behaviour.
     pub async fn start_text(text: &str, values: &[(&str, &str)]) -> Self {
         let text = text.replace("{probe}", &wasm("test-probe").display().to_string());
+        Self::start_text_on(runtime(), &text, values).await
+    }
+
+    /// The same with the host settings of `runtime` (see
+    /// [`app_server::AppServer::manifest`]).
+    pub async fn start_text_on(runtime: &Runtime, text: &str, values: &[(&str, &str)]) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding a loopback port");
@@ -112,7 +118,7 @@ impl Server {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let host = app_server::Host::from_env();
-        let app = app_server::AppServer::manifest(&host, runtime(), listener, &text, &values)
+        let app = app_server::AppServer::manifest(&host, runtime, listener, text, &values)
             .await
             .unwrap_or_else(|e| {
                 panic!(

@@ -133,20 +133,52 @@ pub fn project_manifest_text() -> Result<String, Error> {
 /// its file in `dir`.
 pub fn manifest_text_in(dir: &Path) -> Result<String, Error> {
     let mut table = manifest_table()?;
+    absolute_sources(&mut table, dir);
+    Ok(table.to_string())
+}
+
+/// spin.toml's text with only the components `keep` and their routes, their
+/// sources as in [`project_manifest_text`]: for an app that needs one
+/// component served under settings of its own, without compiling the rest.
+pub fn project_manifest_text_of(keep: &[&str]) -> Result<String, Error> {
+    let mut table = manifest_table()?;
+    absolute_sources(&mut table, wasm_dir()?);
     if let Some(components) = table
         .get_mut("component")
         .and_then(toml::Value::as_table_mut)
     {
-        for (_, component) in components.iter_mut() {
-            let Some(source) = component.get_mut("source") else {
-                continue;
-            };
-            if let Some(file) = source.as_str().and_then(|s| Path::new(s).file_name()) {
-                *source = toml::Value::String(dir.join(file).display().to_string());
-            }
-        }
+        components.retain(|id, _| keep.contains(&id));
+    }
+    if let Some(routes) = table
+        .get_mut("trigger")
+        .and_then(|trigger| trigger.get_mut("http"))
+        .and_then(toml::Value::as_array_mut)
+    {
+        routes.retain(|route| {
+            route
+                .get("component")
+                .and_then(toml::Value::as_str)
+                .is_some_and(|id| keep.contains(&id))
+        });
     }
     Ok(table.to_string())
+}
+
+fn absolute_sources(table: &mut toml::Table, dir: &Path) {
+    let Some(components) = table
+        .get_mut("component")
+        .and_then(toml::Value::as_table_mut)
+    else {
+        return;
+    };
+    for (_, component) in components.iter_mut() {
+        let Some(source) = component.get_mut("source") else {
+            continue;
+        };
+        if let Some(file) = source.as_str().and_then(|s| Path::new(s).file_name()) {
+            *source = toml::Value::String(dir.join(file).display().to_string());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -168,13 +168,14 @@ impl AppServer {
             }
             Host::Spin(bin) => {
                 let manifest = components::project_manifest_text()?;
-                Self::spin(bin, listener, &manifest, variables).await
+                Self::spin(bin, listener, &manifest, variables, None).await
             }
         }
     }
 
     /// Serves `manifest` (text whose sources are absolute paths) with
-    /// `host`; the bundled host loads it on `runtime`.
+    /// `host`; the bundled host loads it on `runtime`, and a real Spin is
+    /// given the runtime's cap on instance memory, if it has one.
     pub async fn manifest(
         host: &Host,
         runtime: &Runtime,
@@ -189,7 +190,10 @@ impl AppServer {
                 let app = runtime.load(&manifest, &explicit(variables))?;
                 Self::in_process(Arc::new(app), listener)
             }
-            Host::Spin(bin) => Self::spin(bin, listener, manifest, variables).await,
+            Host::Spin(bin) => {
+                let cap = runtime.max_instance_memory();
+                Self::spin(bin, listener, manifest, variables, cap).await
+            }
         }
     }
 
@@ -223,13 +227,15 @@ impl AppServer {
         listener: tokio::net::TcpListener,
         manifest: &str,
         variables: &BTreeMap<String, String>,
+        max_instance_memory: Option<usize>,
     ) -> Result<AppServer, Error> {
         let addr = listener
             .local_addr()
             .map_err(Error::io("reading the listener's address"))?;
         // Spin binds the address itself.
         drop(listener);
-        let process = spin::SpinProcess::start(bin, addr, manifest, variables).await?;
+        let process =
+            spin::SpinProcess::start(bin, addr, manifest, variables, max_instance_memory).await?;
         Ok(AppServer {
             addr,
             serving: Serving::Spin(process),

@@ -27,12 +27,14 @@ pub struct SpinProcess {
 }
 
 impl SpinProcess {
-    /// Runs `spin up` on `manifest` (text whose sources are absolute paths).
+    /// Runs `spin up` on `manifest` (text whose sources are absolute paths),
+    /// capping each instance's memory at `max_instance_memory` bytes.
     pub async fn start(
         bin: &Path,
         addr: SocketAddr,
         manifest: &str,
         variables: &BTreeMap<String, String>,
+        max_instance_memory: Option<usize>,
     ) -> Result<SpinProcess, Error> {
         let dir = tempfile::Builder::new()
             .prefix("spin-app-")
@@ -64,6 +66,9 @@ impl SpinProcess {
             // `spin up` runs the trigger as a child process of its own: a
             // group of their own lets both be signalled, and killed, as one.
             .process_group(0);
+        if let Some(bytes) = max_instance_memory {
+            command.arg("--max-instance-memory").arg(bytes.to_string());
+        }
         // Only the variables given: the machine's own must not leak in.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SPIN_VARIABLE_") {

@@ -29,6 +29,10 @@ struct Args {
     /// 4.0.0 to 4.0.2 would never answer it (spinframework/spin#3671).
     #[arg(long)]
     refuse_empty_results: bool,
+    /// The most linear memory one instance may have, in bytes (as Spin's
+    /// option of that name).
+    #[arg(long, value_name = "BYTES")]
+    max_instance_memory: Option<usize>,
 }
 
 fn parse_variable(s: &str) -> Result<(String, String), String> {
@@ -49,11 +53,14 @@ async fn main() -> Result<()> {
     let args = Args::parse();
 
     let manifest = Manifest::from_file(&args.from)?;
-    let runtime = Runtime::new()?.with_empty_results(if args.refuse_empty_results {
+    let mut runtime = Runtime::new()?.with_empty_results(if args.refuse_empty_results {
         EmptyResults::Refuse
     } else {
         EmptyResults::Answer
     });
+    if let Some(bytes) = args.max_instance_memory {
+        runtime = runtime.with_max_instance_memory(bytes);
+    }
     let sources = Sources {
         explicit: args.variables.into_iter().collect(),
         env: None,

@@ -15,7 +15,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -67,6 +70,7 @@ pub struct HostState {
     outbound_http: OutboundHttp,
     component: Arc<str>,
     variables: Arc<Resolved>,
+    limits: StoreLimits,
 }
 
 impl WasiView for HostState {
@@ -147,6 +151,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     compiled: Mutex<HashMap<PathBuf, Compiled>>,
     empty_results: EmptyResults,
+    max_instance_memory: Option<usize>,
 }
 
 impl Runtime {
@@ -173,6 +178,7 @@ impl Runtime {
             linker,
             compiled: Mutex::new(HashMap::new()),
             empty_results: EmptyResults::default(),
+            max_instance_memory: None,
         })
     }
 
@@ -181,6 +187,19 @@ impl Runtime {
     pub fn with_empty_results(mut self, empty_results: EmptyResults) -> Self {
         self.empty_results = empty_results;
         self
+    }
+
+    /// Caps the linear memory of each instance of the apps this runtime
+    /// loads at `bytes`, as `spin up --max-instance-memory` does: a guest
+    /// that grows past it gets a failed allocation (and traps).
+    pub fn with_max_instance_memory(mut self, bytes: usize) -> Self {
+        self.max_instance_memory = Some(bytes);
+        self
+    }
+
+    /// The cap [`Runtime::with_max_instance_memory`] set, if any.
+    pub fn max_instance_memory(&self) -> Option<usize> {
+        self.max_instance_memory
     }
 
     /// The Wasmtime engine.
@@ -253,6 +272,7 @@ impl Runtime {
                     pools: Arc::new(Pools::default()),
                     allowed: Arc::new(allowed),
                     empty_results: self.empty_results,
+                    max_instance_memory: self.max_instance_memory,
                     environment: c
                         .environment
                         .iter()
@@ -300,7 +320,8 @@ fn config(pooling: bool) -> Config {
         pool.total_core_instances(256 * 4);
         pool.total_memories(256 * 2);
         pool.total_tables(256 * 4);
-        // Components buffer whole asset bodies (20 MiB by default) in memory.
+        // An upload holds its whole body (max_asset_bytes, 20 MiB by
+        // default) and its copy in the query; downloads are streamed.
         pool.max_memory_size(1 << 30);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
@@ -342,6 +363,7 @@ pub struct ComponentRuntime {
     pools: Arc<Pools>,
     allowed: Arc<AllowedHosts>,
     empty_results: EmptyResults,
+    max_instance_memory: Option<usize>,
     environment: Vec<(String, String)>,
     variables: Arc<Resolved>,
 }
@@ -365,8 +387,13 @@ impl ComponentRuntime {
             outbound_http: OutboundHttp::new(self.allowed.clone()),
             component: self.id.clone(),
             variables: self.variables.clone(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.max_instance_memory.unwrap_or(usize::MAX))
+                .build(),
         };
-        Store::new(self.pre.engine(), state)
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store
     }
 
     /// Instantiates the component afresh and hands it the request. Returns
