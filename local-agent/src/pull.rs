@@ -35,12 +35,14 @@ pub enum PullError {
 pub struct PullOptions {
     /// Start a full snapshot even if a cursor is stored.
     pub full: bool,
-    /// The feed's `limit` per page (1..=1000).
+    /// The feed's `limit` per page (1..=`FEED_PAGE_MAX`).
     pub page_size: u32,
 }
 
-/// Rows per feed page unless asked otherwise.
-pub const DEFAULT_PAGE_SIZE: u32 = content_model::limits::FEED_PAGE_DEFAULT;
+/// Rows per feed page unless asked otherwise: the most the server gives,
+/// since every page costs a request (its byte budget keeps a page of
+/// long rows small).
+pub const DEFAULT_PAGE_SIZE: u32 = content_model::limits::FEED_PAGE_MAX;
 
 impl Default for PullOptions {
     fn default() -> Self {

@@ -6,8 +6,11 @@ pub const IMPORT_BATCH_ROWS: usize = 500;
 /// Entries in a page of `GET /api/changes` when `limit` is not given.
 pub const FEED_PAGE_DEFAULT: u32 = 500;
 
-/// The largest `limit` `GET /api/changes` accepts.
-pub const FEED_PAGE_MAX: u32 = 1000;
+/// The largest `limit` `GET /api/changes` accepts. A request costs about
+/// 5 ms besides its rows, so a pull pays it per page: pages of 5000 rows
+/// pulled 1.3–1.6× faster than pages of 500. [`PAGE_BYTES`] still bounds
+/// a page of long rows.
+pub const FEED_PAGE_MAX: u32 = 5000;
 
 /// The most a page of rows carries, in bytes of row data, besides its first
 /// row: the host refuses a query result over 128 MiB, and a page is cut

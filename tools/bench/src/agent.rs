@@ -175,7 +175,7 @@ pub fn pull(
 ) -> Result<Row> {
     let api = on.app.url();
     let token = stack.token("anon")?;
-    let mut ours = Figure::named("local-agent pull --page-size 1000 (HTTP feed, then SQLite)");
+    let mut ours = Figure::named("local-agent pull (HTTP feed, then SQLite)");
     let mut base = Figure::named("raw SQLite INSERTs of the same rows, one transaction");
     let mut fetch_share = Vec::new();
     let mut total = 0;
@@ -183,7 +183,7 @@ pub fn pull(
         let dir = tempfile::tempdir_in(work)?;
         let started = Instant::now();
         let out = procs::run(
-            agent(agent_bin, dir.path(), &api, &token).args(["pull", "--page-size", "1000"]),
+            agent(agent_bin, dir.path(), &api, &token).arg("pull"),
             Duration::from_secs(600),
         )?;
         let secs = started.elapsed().as_secs_f64();
