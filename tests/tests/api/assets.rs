@@ -114,17 +114,7 @@ async fn an_asset_larger_than_an_instance_may_hold_is_served_whole() {
     let app = App::start().await;
     let (_, fragments) = app.content_with_fragments(1).await;
     let bytes = audio_bytes(48 << 20);
-    let id: i32 = app
-        .sql()
-        .await
-        .query_one(
-            "INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type)
-             VALUES ($1, 'audio', $2, 'audio/wav') RETURNING id",
-            &[&(fragments[0] as i32), &bytes],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = app.stored_asset(fragments[0], &bytes).await;
 
     const CAP: usize = 8 << 20;
     let capped = spin_host::runtime::Runtime::new()
@@ -189,15 +179,7 @@ async fn an_asset_replaced_during_its_download_is_cut_short_not_spliced() {
     // Far more than the socket buffers and the host hold between a paused
     // reader and the component, so the replacement lands mid-body.
     let old = audio_bytes(48 << 20);
-    let id: i32 = sql
-        .query_one(
-            "INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type)
-             VALUES ($1, 'audio', $2, 'audio/wav') RETURNING id",
-            &[&(fragments[0] as i32), &old],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id = app.stored_asset(fragments[0], &old).await;
 
     let stream = tokio::net::TcpStream::connect(app.server.addr)
         .await

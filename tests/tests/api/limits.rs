@@ -367,15 +367,7 @@ async fn results_past_the_hosts_cap_are_paged_or_refused_never_crashed_on() {
             rng as u8
         })
         .collect();
-    let asset: i32 = sql
-        .query_one(
-            "INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type)
-             VALUES ($1, 'audio', $2, 'audio/wav') RETURNING id",
-            &[&(fragments[0] as i32), &big],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let asset = app.stored_asset(fragments[0], &big).await;
     let whole = app.get(&format!("/api/assets/{asset}/data")).await;
     assert_eq!(whole.status, 200);
     assert!(

@@ -145,6 +145,21 @@ impl App {
         }
         (id, ids)
     }
+
+    /// An audio asset of `fragment` with `bytes`, written straight into the
+    /// table: past the upload limit, as a legacy import may leave one.
+    pub async fn stored_asset(&self, fragment: i64, bytes: &[u8]) -> i32 {
+        self.sql()
+            .await
+            .query_one(
+                "INSERT INTO fragment_assets (fragment_id, asset_type, asset_data, content_type)
+                 VALUES ($1, 'audio', $2, 'audio/wav') RETURNING id",
+                &[&(fragment as i32), &bytes],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
 }
 
 /// The test project's credentials, as a Supabase project made this year
