@@ -534,3 +534,94 @@ async fn pruning_moves_the_horizon_past_what_it_removed() {
         .get(0);
     assert_eq!(again, 0);
 }
+
+/// Supabase's database advisor, lint 0011 `function_search_path_mutable`,
+/// as its documentation states the rule: a function outside Supabase's own
+/// and extensions' schemas, not created by an extension, whose settings do
+/// not fix `search_path`. Such a function resolves names through the
+/// caller's path. Answers `schema.name` of each function the advisor would
+/// report.
+async fn functions_with_mutable_search_path(
+    client: &impl tokio_postgres::GenericClient,
+) -> Vec<String> {
+    client
+        .query(
+            "SELECT n.nspname || '.' || p.proname
+               FROM pg_proc p
+               JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname <> ALL (ARRAY[
+                        '_timescaledb_cache', '_timescaledb_catalog', '_timescaledb_config',
+                        '_timescaledb_internal', 'auth', 'cron', 'extensions', 'graphql',
+                        'graphql_public', 'information_schema', 'net', 'pgmq', 'pgroonga',
+                        'pgsodium', 'pgsodium_masks', 'pgtle', 'pgbouncer', 'pg_catalog',
+                        'realtime', 'repack', 'storage', 'supabase_functions',
+                        'supabase_migrations', 'tiger', 'topology', 'vault'])
+                AND NOT EXISTS (SELECT FROM pg_depend d
+                                 WHERE d.objid = p.oid AND d.deptype = 'e')
+                AND NOT EXISTS (SELECT FROM unnest(coalesce(p.proconfig, '{}')) AS setting
+                                 WHERE setting LIKE 'search_path=%')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn no_function_of_the_schema_has_a_mutable_search_path() {
+    let mut client = fresh().await;
+    assert_eq!(
+        functions_with_mutable_search_path(&client).await,
+        Vec::<String>::new(),
+        "Supabase's advisor (lint 0011) would warn about these: give each \
+         `SET search_path = ''` and schema-qualified names"
+    );
+    // The rule does catch a function without its own path.
+    let tx = client.transaction().await.unwrap();
+    tx.batch_execute("CREATE FUNCTION public.unpinned() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        .await
+        .unwrap();
+    assert_eq!(
+        functions_with_mutable_search_path(&tx).await,
+        ["public.unpinned"]
+    );
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_triggers_write_the_schemas_own_log_whatever_the_callers_search_path() {
+    let client = fresh().await;
+    // A caller whose path puts a look-alike log table first.
+    client
+        .batch_execute(
+            "CREATE SCHEMA decoy;
+             CREATE TABLE decoy.change_log (LIKE public.change_log INCLUDING ALL);
+             SET search_path = decoy, public",
+        )
+        .await
+        .unwrap();
+    let before: i64 = client
+        .query_one("SELECT count(*) FROM public.change_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(
+            "INSERT INTO public.learning_content (title, content_type, native_text, translation, ipa)
+             VALUES ('หนึ่ง', 'word', 'หนึ่ง', 'one', 'nɯ̀ŋ')",
+        )
+        .await
+        .unwrap();
+    let counts = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.change_log), (SELECT count(*) FROM decoy.change_log)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts.get::<_, i64>(0), before + 1);
+    assert_eq!(counts.get::<_, i64>(1), 0);
+}
