@@ -4,71 +4,20 @@
 // and answers the control lines this script prints (`@@control stop-api`),
 // so that a failed save happens because the server is really gone.
 
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { control, env, run, step } from "./harness.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run this through tests/tests/browser.rs`);
-  return value;
-};
 const BASE = env("ASSESS_BASE_URL");
 const TOKEN = env("ASSESS_TOKEN");
 const BAD_TOKEN = env("ASSESS_BAD_TOKEN");
 const ASSESSOR = env("ASSESS_ASSESSOR");
 const FIXTURE = JSON.parse(env("ASSESS_FIXTURE"));
 const ARTIFACTS = env("ASSESS_ARTIFACTS");
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-
-const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function control(command) {
-  process.stdout.write(`@@control ${command}\n`);
-  const { value, done } = await stdin.next();
-  assert.ok(!done && value.trim() === "ok", `the harness did not confirm ${command}: ${value}`);
-}
-
-let stepNo = 0;
-const started = Date.now();
-function step(text) {
-  stepNo += 1;
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${stepNo}. ${text}`);
-}
 
 const [A1, A2] = FIXTURE.assets;
 const card = (page, asset) => page.locator(`[data-asset-id="${asset.id}"]`);
 
-mkdirSync(ARTIFACTS, { recursive: true });
-// A fresh profile each run: nothing cached or remembered from another.
-const userDataDir = mkdtempSync(join(tmpdir(), "assess-chromium-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: CHROMIUM,
-  headless: true,
-  // This machine's closed network makes Chromium's own background
-  // connections fail; these keep it from trying.
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-  viewport: { width: 1280, height: 900 },
-});
-
-const problems = [];
-let exitCode = 0;
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(15000);
-  page.on("console", (msg) => {
-    // A blocked request or script shows here first: the CSP must not get
-    // in the page's way. Failed fetches during the outage are expected.
-    if (msg.type() === "error" && !/ERR_CONNECTION_REFUSED|Failed to load resource/.test(msg.text())) {
-      problems.push(`console: ${msg.text()}`);
-    }
-  });
-  page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+await run(ARTIFACTS, async (page) => {
   const received = new Map(); // asset id -> status of its download
   page.on("response", (response) => {
     const match = new URL(response.url()).pathname.match(/^\/api\/assets\/(\d+)\/data$/);
@@ -80,6 +29,9 @@ try {
   assert.equal(first.status(), 200);
   assert.match(first.headers()["content-security-policy"], /default-src 'none'/);
   await page.getByLabel("Access token").waitFor();
+  // Without a sign-in service, the page says how to sign in for development.
+  await page.getByText("has no sign-in service configured").waitFor();
+  assert.equal(await page.locator("#auth-sign-in").isHidden(), true);
 
   step("a malformed token and a forged one are refused in words");
   await page.getByLabel("Access token").fill("not a token");
@@ -187,22 +139,4 @@ try {
   await page.reload();
   await card(page, A2).getByText("Mean 3.00 from 1 rating").waitFor();
   assert.equal(await card(page, A2).getByRole("button", { name: "3 of 5" }).getAttribute("aria-pressed"), "true");
-
-  assert.deepEqual(problems, [], "the page logged errors");
-  step("done");
-} catch (err) {
-  exitCode = 1;
-  console.error(`FAILED at step ${stepNo}: ${err.stack ?? err}`);
-  if (problems.length) console.error(`page problems: ${problems.join("\n")}`);
-  try {
-    const page = context.pages()[0];
-    await page.screenshot({ path: `${ARTIFACTS}/failure.png`, fullPage: true });
-    console.error(`screenshot of the failure: ${ARTIFACTS}/failure.png`);
-  } catch {
-    // The browser itself may be gone.
-  }
-} finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-process.exit(exitCode);
+});

@@ -1,26 +1,7 @@
-// The API client: the token, requests with it, and errors in words.
+// The API client: requests with the session's access token (renewed when
+// it is about to expire, and once more after a 401), errors in words.
 
-const TOKEN_KEY = "assess.token";
-
-export function token() {
-  return sessionStorage.getItem(TOKEN_KEY);
-}
-
-export function setToken(value) {
-  if (value) sessionStorage.setItem(TOKEN_KEY, value);
-  else sessionStorage.removeItem(TOKEN_KEY);
-}
-
-/// The claims of a JWT, unverified: only for showing the role and expiry
-/// before the server has said anything. The server decides what counts.
-export function claims(jwt) {
-  try {
-    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
-  } catch {
-    return null;
-  }
-}
+import * as auth from "./auth.js";
 
 /// A failed request: `message` is for people; `retryable` says whether the
 /// same request may succeed later (the network or the database was down).
@@ -33,14 +14,37 @@ export class ApiError extends Error {
   }
 }
 
-/// Sends a request with the token; answers the parsed JSON (or the Response
-/// for `raw`), or throws an ApiError that says what went wrong.
+/// Sends a request with the access token; answers the parsed JSON (or the
+/// Response for `raw`), or throws an ApiError that says what went wrong.
+/// Nothing goes out without a token.
 export async function request(method, path, { body, raw = false } = {}) {
-  const headers = { Authorization: `Bearer ${token()}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  let response;
+  let response = await send(method, path, body, await currentToken());
+  if (response.status === 401 && auth.canRenew()) {
+    // The token may have expired in transit, or the tab slept past the
+    // renewal: renew once and send the same request again.
+    response = await send(method, path, body, await currentToken({ renew: true }));
+  }
+  if (response.ok) return raw ? response : response.json();
+  throw await problemError(response);
+}
+
+async function currentToken({ renew = false } = {}) {
+  let token;
   try {
-    response = await fetch(path, {
+    token = renew ? await auth.renew() : await auth.freshAccessToken();
+  } catch (err) {
+    // Auth unreachable: keep trying later. Session ended: sign in again.
+    throw new ApiError(err.message, { status: err.retryable ? 0 : 401, retryable: err.retryable });
+  }
+  if (!token) throw new ApiError("You are not signed in.", { status: 401 });
+  return token;
+}
+
+async function send(method, path, body, token) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  try {
+    return await fetch(path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -52,8 +56,6 @@ export async function request(method, path, { body, raw = false } = {}) {
       { retryable: true },
     );
   }
-  if (response.ok) return raw ? response : response.json();
-  throw await problemError(response);
 }
 
 async function problemError(response) {

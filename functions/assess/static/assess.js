@@ -1,8 +1,10 @@
-// The assessment page: sign in with a token, choose content, listen to each
+// The assessment page: sign in with the project's Supabase Auth (email and
+// password, or a code sent by email), choose content, listen to each
 // fragment's audio and rate it from 0 to 5. Ratings go through
 // PUT /api/rankings/mine, so a second rating updates the first.
 
 import * as api from "./api.js";
+import * as auth from "./auth.js";
 import * as pending from "./pending.js";
 
 const $ = (id) => document.getElementById(id);
@@ -54,12 +56,109 @@ function showSignIn(message) {
   $("who").hidden = true;
   $("sign-in").hidden = false;
   if (message) alertText(message);
-  $("token").focus();
+  const first = auth.configured() ? ($("email").value ? $("password") : $("email")) : $("token");
+  first.focus();
 }
 
-async function signIn(raw) {
+/// Runs a sign-in step with its buttons disabled, showing Auth's refusal
+/// in words; answers the step's result or null.
+async function attempt(what, step) {
+  const buttons = [...$("sign-in").querySelectorAll("button")];
+  for (const b of buttons) b.disabled = true;
+  say(what);
+  try {
+    return await step();
+  } catch (err) {
+    say("");
+    alertText(err.message);
+    return null;
+  } finally {
+    for (const b of buttons) b.disabled = false;
+  }
+}
+
+function emailEntered() {
+  const email = $("email").value.trim();
+  if (!email || !email.includes("@")) {
+    alertText("Enter your email address.");
+    $("email").focus();
+    return null;
+  }
+  return email;
+}
+
+async function signInWithPassword() {
+  const email = emailEntered();
+  if (!email) return;
+  if (!$("password").value) {
+    alertText("Enter your password, or ask for a code by email below.");
+    $("password").focus();
+    return;
+  }
+  const session = await attempt("Signing in…", () => auth.signInWithPassword(email, $("password").value));
+  if (session) await signedIn();
+}
+
+async function signUp() {
+  const email = emailEntered();
+  if (!email) return;
+  if (!$("password").value) {
+    alertText("Choose a password for the new account.");
+    $("password").focus();
+    return;
+  }
+  const result = await attempt("Creating the account…", async () => ({
+    session: await auth.signUp(email, $("password").value),
+  }));
+  if (!result) return;
+  if (result.session) {
+    await signedIn();
+  } else {
+    alertText(null);
+    say(`Account created. Open the link in the email sent to ${email} to confirm the address, then sign in here.`);
+  }
+}
+
+async function sendCode() {
+  const email = emailEntered();
+  if (!email) return;
+  const sent = await attempt("Sending a code…", async () => {
+    await auth.sendCode(email);
+    return true;
+  });
+  if (!sent) return;
+  alertText(null);
+  $("code-step").hidden = false;
+  $("code").value = "";
+  $("code").focus();
+  say(`A code is on its way to ${email}. Type it here; it works once and for a short while.`);
+}
+
+async function signInWithCode() {
+  const email = emailEntered();
+  if (!email) return;
+  const code = $("code").value.replace(/\s+/g, "");
+  if (!/^\d{6,10}$/.test(code)) {
+    alertText("Type the code from the email: its digits only.");
+    $("code").focus();
+    return;
+  }
+  const session = await attempt("Signing in…", () => auth.signInWithCode(email, code));
+  if (session) await signedIn();
+}
+
+async function signedIn() {
+  alertText(null);
+  $("password").value = "";
+  $("code").value = "";
+  $("code-step").hidden = true;
+  await openWorkspace();
+}
+
+/// Development only (no Auth configured): a pasted token.
+async function signInWithToken(raw) {
   const token = raw.trim().replace(/^Bearer\s+/i, "");
-  const claims = api.claims(token);
+  const claims = auth.decodeClaims(token);
   if (!claims) {
     showSignIn("That does not look like a token: a token is three parts separated by dots.");
     return;
@@ -68,7 +167,7 @@ async function signIn(raw) {
     showSignIn("This token has expired; get a new one.");
     return;
   }
-  api.setToken(token);
+  auth.usePastedToken(token);
   alertText(null);
   await openWorkspace();
 }
@@ -82,7 +181,7 @@ async function openWorkspace() {
       sessionStorage.getItem("assess.contentType") ?? "");
   } catch (err) {
     if (err.status === 401 || err.status === 403) {
-      api.setToken(null);
+      auth.forget();
       showSignIn(`Signing in failed. ${err.message}`);
     } else {
       showSignIn(`Could not load the content list. ${err.message}`);
@@ -90,26 +189,41 @@ async function openWorkspace() {
     say("");
     return;
   }
-  const role = api.claims(api.token())?.role;
+  // Ratings refused for want of a session go out again with the new one.
+  for (const [id, err] of state.failures) if (err.status === 401) state.failures.delete(id);
+  const session = auth.session();
+  const role = auth.decodeClaims(session?.access_token)?.role;
   $("sign-in").hidden = true;
   $("workspace").hidden = false;
   $("who").hidden = false;
-  $("who-name").textContent = `Signed in (${role ?? "unknown role"})`;
+  $("who-name").textContent = session?.email ? `Signed in as ${session.email}` : `Signed in (${role ?? "unknown role"})`;
   if (role === "anon") {
     alertText("This token has the anon role: it can listen but not rate. Sign in with an authenticated token to rate.");
   }
   await loadContents();
 }
 
-function signOut() {
+async function signOut() {
   const unsaved = pending.all().length;
   if (unsaved && !confirm(`${unsaved} rating(s) are not saved yet and will be discarded. Sign out anyway?`)) {
     return;
   }
+  const problem = await auth.signOut();
   sessionStorage.clear();
   clearFragments();
-  say("Signed out.");
+  updatePendingPanel();
+  say(problem ? `Signed out in this tab. ${problem}` : "Signed out.");
   showSignIn();
+}
+
+function sessionEnded(message) {
+  showSignIn(message);
+}
+
+/// After the API refused the session: sign in again, nothing pending is lost.
+function signInAgain(err) {
+  const again = "Sign in again; unsaved ratings are kept.";
+  showSignIn(err.message.includes(again) ? err.message : `${err.message} ${again}`);
 }
 
 // ----------------------------------------------------------------- content
@@ -160,7 +274,7 @@ async function loadContent(id) {
     $("who-name").textContent = `Rating as ${mine.assessed_by}`;
   } catch (err) {
     if (err.status === 401) {
-      showSignIn(`${err.message} Sign in again; unsaved ratings are kept.`);
+      signInAgain(err);
     } else {
       alertText(`Could not load this content. ${err.message}`);
     }
@@ -406,7 +520,7 @@ async function save(id) {
     const keep = err.retryable ? "It is kept in this tab and will be retried." : "It is kept in this tab; change it or press Retry now.";
     showSaveState(id, "failed", `Not saved: ${err.message}`);
     alertText(`Your rating ${Number(sent.rank_score)} for ${label} was not saved. ${err.message} ${keep}`);
-    if (err.status === 401) showSignIn(`${err.message} Sign in again; unsaved ratings are kept.`);
+    if (err.status === 401) signInAgain(err);
   } finally {
     state.inFlight.delete(id);
     updatePendingPanel();
@@ -419,7 +533,7 @@ async function save(id) {
 }
 
 function retryAll({ all = false } = {}) {
-  if (!api.token()) return;
+  if (!auth.accessToken()) return;
   for (const entry of pending.all()) {
     const failure = state.failures.get(entry.asset_id);
     if (all || !failure || failure.retryable) save(entry.asset_id);
@@ -496,10 +610,20 @@ function onKey(event) {
 
 // -------------------------------------------------------------------- start
 
-function start() {
+async function start() {
   $("sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    signIn($("token").value);
+    signInWithToken($("token").value);
+  });
+  $("password-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    signInWithPassword();
+  });
+  $("sign-up").addEventListener("click", signUp);
+  $("send-code").addEventListener("click", sendCode);
+  $("code-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    signInWithCode();
   });
   $("sign-out").addEventListener("click", signOut);
   $("content-type").addEventListener("change", loadContents);
@@ -509,10 +633,32 @@ function start() {
   $("retry").addEventListener("click", () => retryAll({ all: true }));
   document.addEventListener("keydown", onKey);
   window.addEventListener("online", () => retryAll());
+  auth.onSessionEnded(sessionEnded);
   setInterval(() => retryAll(), RETRY_EVERY_MS);
   updatePendingPanel();
-  if (api.token()) openWorkspace();
-  else showSignIn();
+
+  try {
+    await auth.loadConfig();
+  } catch (err) {
+    alertText(err.message);
+    return;
+  }
+  if (auth.configured()) {
+    $("auth-sign-in").hidden = false;
+    $("auth-where").textContent = `Sign in with your account at ${auth.authHost()}.`;
+    // Offer sign-up only where the project lets people create accounts.
+    auth.projectSettings().then((settings) => {
+      $("sign-up").hidden = !settings || settings.disable_signup === true;
+    });
+  } else {
+    $("sign-in-form").hidden = false;
+  }
+  if (auth.accessToken()) {
+    auth.scheduleRenewal();
+    openWorkspace();
+  } else {
+    showSignIn();
+  }
 }
 
 start();
