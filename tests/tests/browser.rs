@@ -587,10 +587,10 @@ async fn assessors_sign_in_with_supabase_auth_and_keep_their_session() {
         artifacts.join("sign-in-desktop.png").display(),
         artifacts.join("sign-in-phone.png").display()
     );
-    if !status.success() {
-        if let Some(output) = server.output() {
-            println!("the server's output:\n{output}");
-        }
+    if !status.success()
+        && let Some(output) = server.output()
+    {
+        println!("the server's output:\n{output}");
     }
     assert!(
         status.success(),

@@ -8,7 +8,9 @@
 //! 3. applies `migrations/` (bringing kept data forward);
 //! 4. serves `spin.toml` with `spin up` when Spin ≥ 3.4 is on PATH, and with
 //!    the bundled Wasmtime host (`tools/spin-host`) otherwise;
-//! 5. prints the URL and a development JWT for each role;
+//! 5. prints the URL and a development JWT for each role (or, with
+//!    `--auth-url`, points the app and the assessment page at a running
+//!    Supabase Auth, whose users then sign in);
 //!
 //! and on Ctrl-C (or SIGTERM) stops the server and the database, leaving
 //! nothing running and the data in place.
@@ -61,6 +63,20 @@ enum Command {
         /// Use the bundled host even when Spin is installed.
         #[arg(long)]
         bundled_host: bool,
+        /// A running Supabase Auth (e.g. `supabase start`'s
+        /// http://127.0.0.1:54321/auth/v1): the assessment page signs in
+        /// there, and the API accepts its tokens (its JWKS and issuer).
+        #[arg(long, value_name = "URL")]
+        auth_url: Option<String>,
+        /// The project's publishable (anon) key, which the page sends to
+        /// that Auth as `apikey`.
+        #[arg(
+            long,
+            env = "SUPABASE_PUBLISHABLE_KEY",
+            value_name = "KEY",
+            requires = "auth_url"
+        )]
+        auth_publishable_key: Option<String>,
     },
     /// Run every test on the bundled host, then the suites that serve
     /// spin.toml under a real Spin (SPIN_BIN, or `spin` on PATH) when there
@@ -96,6 +112,8 @@ async fn main() -> Result<()> {
             db_port,
             no_build,
             bundled_host,
+            auth_url,
+            auth_publishable_key,
         } => {
             let database = match database_url {
                 Some(url) => Database::Url(url),
@@ -105,7 +123,11 @@ async fn main() -> Result<()> {
                     fresh,
                 },
             };
-            up(listen, database, no_build, bundled_host).await
+            let auth = auth_url.map(|url| AuthServer {
+                url: url.trim_end_matches('/').to_owned(),
+                publishable_key: auth_publishable_key.unwrap_or_default(),
+            });
+            up(listen, database, no_build, bundled_host, auth).await
         }
         Command::Bench { args } => bench(&args),
         Command::Test { args } => test::run(&repo_root().canonicalize()?, &args),
@@ -168,13 +190,61 @@ enum Database {
     },
 }
 
+/// The Supabase Auth that `up --auth-url` points the app at.
+struct AuthServer {
+    url: String,
+    publishable_key: String,
+}
+
+impl AuthServer {
+    /// The app's variables for this Auth: its JWKS (fetched now), its URL
+    /// as the issuer, and the page's sign-in settings.
+    async fn app_variables(&self) -> Result<Vec<(&'static str, String)>> {
+        let jwks_url = format!("{}/.well-known/jwks.json", self.url);
+        let key = self.publishable_key.clone();
+        let url = jwks_url.clone();
+        let jwks = tokio::task::spawn_blocking(move || -> Result<String> {
+            let mut request = ureq::get(&url);
+            if !key.is_empty() {
+                request = request.header("apikey", &key);
+            }
+            Ok(request.call()?.body_mut().read_to_string()?)
+        })
+        .await?
+        .with_context(|| {
+            format!(
+                "fetching the signing keys from {jwks_url}: is Supabase Auth running there? \
+                 (--auth-url is its base URL, e.g. http://127.0.0.1:54321/auth/v1)"
+            )
+        })?;
+        let keys: serde_json::Value = serde_json::from_str(&jwks)
+            .with_context(|| format!("{jwks_url} did not answer a JSON Web Key Set"))?;
+        if keys["keys"].as_array().is_none_or(|k| k.is_empty()) {
+            bail!("{jwks_url} lists no signing key: is --auth-url the Auth URL of the project?");
+        }
+        Ok(vec![
+            ("jwt_jwks", jwks),
+            ("jwt_issuer", self.url.clone()),
+            ("jwt_audience", "authenticated".to_owned()),
+            ("supabase_url", self.url.clone()),
+            ("supabase_publishable_key", self.publishable_key.clone()),
+        ])
+    }
+}
+
 async fn up(
     listen: SocketAddr,
     database: Database,
     no_build: bool,
     bundled_host: bool,
+    auth: Option<AuthServer>,
 ) -> Result<()> {
     let root = repo_root().canonicalize()?;
+    // Before the build: a wrong URL is worth knowing at once.
+    let auth_variables = match &auth {
+        Some(auth) => Some(auth.app_variables().await?),
+        None => None,
+    };
     if !no_build {
         build_components()?;
     }
@@ -212,18 +282,26 @@ async fn up(
     let credentials = dev_keys::Credentials::generate(&format!("dev-{}", dev_keys::random_hex(4)))?;
     let mut variables = vec![("db_url", db_url.clone()), ("db_host", db_host)];
     variables.extend(credentials.app_variables());
+    if let Some(auth_variables) = auth_variables {
+        // Auth's keys instead of the generated one; the API keys stay.
+        variables.retain(|(name, _)| *name != "jwt_jwks");
+        variables.extend(auth_variables);
+    }
+    let banner = Banner {
+        credentials: &credentials,
+        local_db: local.then_some(db_url.as_str()),
+        auth_url: auth.as_ref().map(|a| a.url.as_str()),
+    };
 
-    // A URL the user gave may hold a password: not echoed.
-    let local_db = local.then_some(db_url.as_str());
     let spin = if bundled_host { None } else { spin_on_path() };
     let result = match spin {
         Some(version) => {
             eprintln!("Serving with Spin {version} (spin up).");
-            serve_with_spin(listen, &variables, &credentials, local_db).await
+            serve_with_spin(listen, &variables, &banner).await
         }
         None => {
             eprintln!("Serving with the bundled host (tools/spin-host).");
-            serve_bundled(listen, &variables, &credentials, local_db).await
+            serve_bundled(listen, &variables, &banner).await
         }
     };
     eprintln!("Stopped.");
@@ -317,18 +395,33 @@ fn spin_on_path() -> Option<String> {
 /// How long a development token is valid.
 const TOKEN_SECS: u64 = 7 * 24 * 3600;
 
-fn print_banner(
-    listen: SocketAddr,
-    credentials: &dev_keys::Credentials,
-    local_db: Option<&str>,
-) -> Result<()> {
+/// What `up` prints once the app is served.
+struct Banner<'a> {
+    credentials: &'a dev_keys::Credentials,
+    /// The local database's URL; one the user gave may hold a password and
+    /// is not echoed.
+    local_db: Option<&'a str>,
+    auth_url: Option<&'a str>,
+}
+
+fn print_banner(listen: SocketAddr, banner: &Banner) -> Result<()> {
+    let credentials = banner.credentials;
     println!();
     println!("API:    http://{listen}/api/health");
-    if let Some(url) = local_db {
+    if let Some(url) = banner.local_db {
         println!("Database: {url}");
     }
-    for role in dev_keys::ROLES {
-        println!("{role:>14} token: {}", credentials.token(role, TOKEN_SECS)?);
+    match banner.auth_url {
+        Some(auth) => {
+            println!("Assess: http://{listen}/assess/ (sign in with a user of {auth})");
+            println!("Tokens: the ones {auth} issues (its JWKS and issuer are the app's)");
+        }
+        None => {
+            println!("Assess: http://{listen}/assess/ (paste the authenticated token)");
+            for role in dev_keys::ROLES {
+                println!("{role:>14} token: {}", credentials.token(role, TOKEN_SECS)?);
+            }
+        }
     }
     println!("    secret key: {}", credentials.api.secret);
     println!("publishable key: {}", credentials.api.publishable);
@@ -341,8 +434,7 @@ fn print_banner(
 async fn serve_bundled(
     listen: SocketAddr,
     variables: &[(&str, String)],
-    credentials: &dev_keys::Credentials,
-    local_db: Option<&str>,
+    banner: &Banner<'_>,
 ) -> Result<()> {
     // The components are where cargo built them, which is not spin.toml's
     // `target/` when CARGO_TARGET_DIR is set.
@@ -359,7 +451,7 @@ async fn serve_bundled(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    print_banner(listener.local_addr()?, credentials, local_db)?;
+    print_banner(listener.local_addr()?, banner)?;
     spin_host::trigger::serve(listener, Arc::new(app), shutdown_signal()).await?;
     Ok(())
 }
@@ -367,8 +459,7 @@ async fn serve_bundled(
 async fn serve_with_spin(
     listen: SocketAddr,
     variables: &[(&str, String)],
-    credentials: &dev_keys::Credentials,
-    local_db: Option<&str>,
+    banner: &Banner<'_>,
 ) -> Result<()> {
     // spin.toml with absolute sources, where cargo built them (not
     // spin.toml's `target/` when CARGO_TARGET_DIR is set).
@@ -394,7 +485,7 @@ async fn serve_with_spin(
         command.env(spin_host::variables::env_name(name), value);
     }
     let mut child = command.spawn().context("starting `spin up`")?;
-    print_banner(listen, credentials, local_db)?;
+    print_banner(listen, banner)?;
     tokio::select! {
         status = child.wait() => bail!("`spin up` exited on its own ({})", status?),
         () = shutdown_signal() => {}

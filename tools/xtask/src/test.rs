@@ -1,11 +1,13 @@
 //! `cargo xtask test`: the lint gate (rustfmt, clippy with warnings as
 //! errors), the workspace's tests on the bundled host, then the suites that
 //! serve spin.toml again under a real Spin, then `anki push` against the
-//! real Anki desktop. Every step runs even when an earlier one failed, so
+//! real Anki desktop, then the assessment page's sign-in against the real
+//! Supabase Auth. Every step runs even when an earlier one failed, so
 //! that one run shows every failure.
 //!
 //! The Spin is `SPIN_BIN` when set (then it must work), else a `spin` on
-//! PATH. Anki is started by the script `ANKI_RUN` names. Without either,
+//! PATH. Anki is started by the script `ANKI_RUN` names, Supabase Auth by
+//! the one `GOTRUE_RUN` names. Without one,
 //! its leg is not run and the summary says so in as many words: it never
 //! counts as passed.
 
@@ -36,6 +38,12 @@ pub const SPIN_SUITES: &[&str] = &[
 pub const ANKI_SUITE: &str = "real_anki";
 pub const ANKI_RUN: &str = "ANKI_RUN";
 
+/// The tests that need the real Supabase Auth (they say NOT RUN in the
+/// other legs): the page's sign-in in a browser and `up --auth-url`; and
+/// the variable naming the script that starts Auth.
+pub const AUTH_TESTS: [&str; 5] = ["--test", "browser", "--test", "up", "supabase_auth"];
+pub const GOTRUE_RUN: &str = "GOTRUE_RUN";
+
 /// The Spin of the second leg: `SPIN_BIN`, else a `spin` on PATH.
 fn choose_spin() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os(app_server::SPIN_BIN).filter(|b| !b.is_empty()) {
@@ -58,11 +66,13 @@ fn spin_version(bin: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// `cargo test` with `args`; `real` names the scripts that start real
+/// parts for this run (`ANKI_RUN`, `GOTRUE_RUN`): the others are unset.
 fn cargo_test(
     root: &Path,
     args: &[String],
     spin: Option<&Path>,
-    anki: Option<&Path>,
+    real: &[(&str, &Path)],
 ) -> Result<bool> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
@@ -75,10 +85,12 @@ fn cargo_test(
         Some(bin) => command.env(app_server::SPIN_BIN, bin),
         None => command.env_remove(app_server::SPIN_BIN),
     };
-    match anki {
-        Some(script) => command.env(ANKI_RUN, script),
-        None => command.env_remove(ANKI_RUN),
-    };
+    for name in [ANKI_RUN, GOTRUE_RUN] {
+        match real.iter().find(|(n, _)| *n == name) {
+            Some((_, script)) => command.env(name, script),
+            None => command.env_remove(name),
+        };
+    }
     eprintln!("cargo test {}", args.join(" "));
     Ok(command.status().context("running cargo test")?.success())
 }
@@ -117,7 +129,7 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut args = vec!["--workspace".to_owned(), "--locked".to_owned()];
     args.extend(extra.iter().cloned());
-    let bundled_ok = cargo_test(root, &args, None, None)?;
+    let bundled_ok = cargo_test(root, &args, None, &[])?;
     let bundled_time = started.elapsed();
 
     let spin_bin = match choose_spin() {
@@ -141,7 +153,7 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
                 args.extend(["--test".to_owned(), (*test).to_owned()]);
             }
             args.extend(extra.iter().cloned());
-            let ok = cargo_test(root, &args, Some(bin), None)?;
+            let ok = cargo_test(root, &args, Some(bin), &[])?;
             Some((version, ok, leg_started.elapsed()))
         }
     };
@@ -168,7 +180,22 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
             ]
             .map(str::to_owned)
             .to_vec();
-            let ok = cargo_test(root, &args, spin_bin.as_deref(), Some(&script))?;
+            let ok = cargo_test(root, &args, spin_bin.as_deref(), &[(ANKI_RUN, &script)])?;
+            Some((ok, leg_started.elapsed()))
+        }
+    };
+
+    // Also under the real Spin when there is one.
+    let auth_leg = match std::env::var_os(GOTRUE_RUN).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(script) => {
+            let script = PathBuf::from(script)
+                .canonicalize()
+                .context("the Supabase Auth start script that GOTRUE_RUN names does not exist")?;
+            let leg_started = Instant::now();
+            let mut args = vec!["--workspace".to_owned(), "--locked".to_owned()];
+            args.extend(AUTH_TESTS.map(str::to_owned));
+            let ok = cargo_test(root, &args, spin_bin.as_deref(), &[(GOTRUE_RUN, &script)])?;
             Some((ok, leg_started.elapsed()))
         }
     };
@@ -211,8 +238,20 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
              AnkiConnect (see local-agent/tests/real_anki.rs) to run `anki push` against it"
         ),
     }
+    match &auth_leg {
+        Some((ok, time)) => eprintln!(
+            "Supabase Auth: {} ({:.0} s, the page's sign-in in Chromium and `up --auth-url` against the real Auth)",
+            if *ok { "passed" } else { "FAILED" },
+            time.as_secs_f64()
+        ),
+        None => eprintln!(
+            "Supabase Auth: NOT RUN: set GOTRUE_RUN to a script that starts Supabase Auth \
+             (../shared/gotrue/run-gotrue.sh) to sign in on the page against it"
+        ),
+    }
     if !lint_ok
         || !bundled_ok
+        || auth_leg.as_ref().is_some_and(|(ok, _)| !ok)
         || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok)
         || anki_leg.as_ref().is_some_and(|(ok, _)| !ok)
     {

@@ -1,6 +1,7 @@
 //! `cargo xtask up` keeps the local database between runs: rows written
 //! through the API before Ctrl-C are there after the next `up`; `--fresh`
-//! starts empty; two `up` on one data folder are refused.
+//! starts empty; two `up` on one data folder are refused. `--auth-url`
+//! points the assessment page and the API at a running Supabase Auth.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,7 +14,8 @@ use serde_json::{Value, json};
 struct Up {
     child: Child,
     api: String,
-    token: String,
+    /// The service_role token (none with `--auth-url`: Auth's users sign in).
+    token: Option<String>,
     database: String,
 }
 
@@ -68,20 +70,34 @@ fn start(data: &Path, db_port: u16, extra: &[&str]) -> Up {
     Up {
         child,
         api: api.expect("the banner names the API"),
-        token: token.expect("the banner hands out a service_role token"),
+        token,
         database: database.expect("the banner names the database"),
     }
 }
 
 impl Up {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let token = self
+            .token
+            .as_deref()
+            .expect("the banner handed out a token");
+        self.call_with(token, method, path, body)
+    }
+
+    fn call_with(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
         let url = format!("{}{path}", self.api);
-        let auth = format!("Bearer {}", self.token);
+        let auth = format!("Bearer {token}");
         let mut response = match body {
             Some(b) => agent
                 .post(&url)
@@ -161,4 +177,106 @@ fn the_local_database_keeps_its_rows_across_runs_and_is_held_by_one_up() {
     let (status, _) = fresh.call("GET", &format!("/api/content/{id}"), None);
     assert_eq!(status, 404, "--fresh starts empty");
     assert!(fresh.interrupt().success());
+}
+
+#[test]
+fn an_auth_url_where_no_auth_answers_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = format!("http://127.0.0.1:{}/auth/v1", free_port());
+    let out = up_command(
+        &dir.path().join("pg"),
+        free_port(),
+        &["--auth-url", &closed],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{closed}/.well-known/jwks.json"))
+            && stderr.contains("is Supabase Auth running there?"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("pg").exists(), "no database was started");
+}
+
+/// Runs only where `GOTRUE_RUN` names the script that starts the real
+/// Supabase Auth (`cargo xtask test`'s Supabase Auth leg).
+#[test]
+fn up_with_an_auth_url_serves_the_pages_sign_in_and_accepts_supabase_auth_tokens() {
+    let Some(run) = std::env::var_os("GOTRUE_RUN").filter(|v| !v.is_empty()) else {
+        println!("NOT RUN: set GOTRUE_RUN to the script that starts Supabase Auth");
+        return;
+    };
+    app_server::components::wasm_dir().expect("building the components");
+    let state = tempfile::tempdir().unwrap();
+    let started = Command::new(&run)
+        .arg(state.path())
+        .env("GOTRUE_CORS_ALLOWED_HEADERS", "apikey")
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let env: std::collections::HashMap<String, String> =
+        std::fs::read_to_string(state.path().join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let stop = std::path::PathBuf::from(&run).with_file_name("stop-gotrue.sh");
+    let _stop = Defer(Some(move || {
+        let _ = Command::new(stop).arg(state.path()).arg("--purge").output();
+    }));
+    let (auth_url, anon) = (&env["GOTRUE_URL"], &env["ANON_KEY"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let up = start(
+        &dir.path().join("pg"),
+        free_port(),
+        &["--auth-url", auth_url, "--auth-publishable-key", anon],
+    );
+    assert!(up.token.is_none(), "no development tokens with --auth-url");
+
+    // The page learns where to sign in.
+    let config: Value = ureq::get(format!("{}/assess/config.json", up.api))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(
+        config,
+        json!({"auth": {"url": auth_url, "publishable_key": anon}})
+    );
+    // A user signed up at Auth is accepted by the API.
+    let session: Value = ureq::post(format!("{auth_url}/signup"))
+        .send_json(json!({"email": "up@example.com", "password": "a long passphrase"}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let token = session["access_token"].as_str().expect("signed up and in");
+    let (status, body) = up.call_with(token, "GET", "/api/content", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(up.interrupt().success());
+}
+
+/// Runs its closure when dropped, even when the test panics.
+struct Defer<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
