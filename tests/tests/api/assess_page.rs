@@ -67,6 +67,14 @@ async fn the_page_and_its_files_are_served_with_types_validators_and_a_strict_po
             > 1000
     );
 
+    // Without an Auth URL the page is told so (it then takes a pasted
+    // token) and may connect to this origin only.
+    let config = fetch(&app, "GET", "/assess/config.json", &[]).await;
+    assert_eq!(config.status, 200);
+    assert_eq!(config.header("content-type"), Some("application/json"));
+    assert_eq!(config.json(), serde_json::json!({"auth": null}));
+    assert!(csp.contains("connect-src 'self';"), "{csp}");
+
     let post = fetch(&app, "POST", "/assess/", &[]).await;
     problem(&post, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
