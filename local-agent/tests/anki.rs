@@ -527,10 +527,9 @@ fn legacy_cards_of_another_profile_are_created_anew_and_deleted_ones_follow_the_
     assert_eq!(report["added"], 0, "{report}");
 }
 
-#[test]
-fn sound_files_go_in_small_requests_and_only_once() {
-    let (stack, agent, anki, _) = setup();
-    // Twelve sounds of 200 KB and one of 1.5 MB.
+/// Thirteen sounds on fragments of their own besides setup()'s three:
+/// twelve of 200 KB and one of 1.5 MB.
+fn thirteen_sounds(stack: &Stack, agent: &Agent) {
     let mut sizes = vec![200_000usize; 12];
     sizes.push(1_500_000);
     for (i, size) in sizes.iter().enumerate() {
@@ -544,19 +543,71 @@ fn sound_files_go_in_small_requests_and_only_once() {
         stack.upload(id, &bytes);
     }
     pull_until(
-        &agent,
+        agent,
         "SELECT count(*) = 13 FROM fragment_assets WHERE fragment_id >= 100",
     );
+}
+
+#[test]
+fn an_anki_on_this_computer_reads_sound_files_from_disk() {
+    let (stack, agent, anki, _) = setup();
+    thirteen_sounds(&stack, &agent);
     let report = push(&agent, &anki);
     assert_eq!(report["failed"], json!([]), "{report}");
     assert_eq!(report["media_stored"], 16, "{report}"); // 3 of setup() + 13
+    assert_eq!(report["media_from_disk"], 16, "{report}");
+    assert_eq!(anki.state().media_carriers, vec!["path"; 16]);
+    // Requests carry names, not bytes: even the 1.5 MB file's is small.
+    let sizes = anki.state().request_bytes.clone();
+    assert!(sizes.iter().all(|b| *b < 64 * 1024), "{sizes:?}");
+    // Anki holds every sound's exact bytes: each name is made of the
+    // digest the server gave its asset.
+    let media = anki.state().media.clone();
+    assert_eq!(media.len(), 16);
+    for (name, bytes) in &media {
+        let digest = sha(bytes);
+        assert!(
+            name.starts_with(&format!("thai-content-{}.", &digest[..16])),
+            "{name} holds bytes of digest {digest}"
+        );
+    }
+    // Nothing staged is left beside the store.
+    let db = agent.db();
+    let staged = db.with_file_name(format!(
+        "{}.anki-media",
+        db.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(!staged.exists(), "{}", staged.display());
+}
+
+#[test]
+fn sound_files_go_as_data_in_small_requests_and_only_once_when_anki_cannot_read_the_path() {
+    let (stack, agent, anki, _) = setup();
+    anki.state().refuse_paths = true;
+    thirteen_sounds(&stack, &agent);
+    let report = push(&agent, &anki);
+    assert_eq!(report["failed"], json!([]), "{report}");
+    assert_eq!(report["media_stored"], 16, "{report}"); // 3 of setup() + 13
+    assert_eq!(report["media_from_disk"], 0, "{report}");
     let limit = 512 * 1024;
     let sizes = anki.state().request_bytes.clone();
     let over: Vec<usize> = sizes.iter().copied().filter(|b| *b > limit).collect();
     // Only the 1.5 MB file (2 MB as base64) travels alone above the limit.
     assert_eq!(over.len(), 1, "{sizes:?}");
     assert!(over[0] > 2_000_000 && over[0] < 2_100_000, "{over:?}");
-    assert!(anki.count("storeMediaFile") == 16);
+    // Paths were tried in the first request only; after Anki read none of
+    // them, every file went as data, each once.
+    let carriers = anki.state().media_carriers.clone();
+    let tried = carriers.iter().filter(|c| **c == "path").count();
+    assert!(
+        tried >= 1 && carriers[..tried].iter().all(|c| *c == "path"),
+        "{carriers:?}"
+    );
+    assert_eq!(
+        carriers.iter().filter(|c| **c == "data").count(),
+        16,
+        "{carriers:?}"
+    );
     // Media Anki has already is not sent again, even for changed notes.
     agent
         .mirror()
@@ -565,7 +616,7 @@ fn sound_files_go_in_small_requests_and_only_once() {
     let report = push(&agent, &anki);
     assert_eq!(report["media_stored"], 0, "{report}");
     assert_eq!(report["media_present"], 16, "{report}");
-    assert_eq!(anki.count("storeMediaFile"), 16);
+    assert_eq!(anki.count("storeMediaFile"), 16 + tried);
 }
 
 #[test]

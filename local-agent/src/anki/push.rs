@@ -131,5 +131,6 @@ fn send_media(
     report.media_stored = sent.stored;
     report.media_present = sent.present;
     report.media_bytes = sent.bytes;
+    report.media_from_disk = sent.by_path;
     Ok(sent.failed)
 }

@@ -43,6 +43,8 @@ pub struct PushReport {
     /// Sound files Anki had already (their names are their digests).
     pub media_present: usize,
     pub media_bytes: u64,
+    /// Of the files stored, those Anki read from disk on this computer.
+    pub media_from_disk: usize,
     pub failed: Vec<NoteFailure>,
 }
 

@@ -189,6 +189,14 @@ impl Store {
         Self::setup(conn, true)
     }
 
+    /// The file the store lives in; `None` for a store in memory.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    }
+
     /// A store that lives in memory, for tests and dry runs.
     pub fn open_in_memory() -> Result<Store> {
         register_sqlite_vec();

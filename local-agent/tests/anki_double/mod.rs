@@ -55,6 +55,11 @@ pub struct State {
     pub ignore_deck: bool,
     /// Bytes of every HTTP request body.
     pub request_bytes: Vec<usize>,
+    /// How each `storeMediaFile` carried its bytes: `"path"` or `"data"`.
+    pub media_carriers: Vec<&'static str>,
+    /// Fail every `path` as an Anki on another computer does (the file is
+    /// not there).
+    pub refuse_paths: bool,
 }
 
 pub struct AnkiDouble {
@@ -234,10 +239,21 @@ fn run(s: &mut State, action: &str, p: &Value) -> Result<Value, String> {
         }
         "storeMediaFile" => {
             let name = p["filename"].as_str().unwrap_or_default().to_owned();
-            let Some(data) = p["data"].as_str() else {
+            // The add-on reads `data`, else the file at `path`, as Python
+            // opens it (a missing file fails the action with its errno text).
+            let bytes = if let Some(data) = p["data"].as_str() {
+                s.media_carriers.push("data");
+                unbase64(data)
+            } else if let Some(path) = p["path"].as_str() {
+                s.media_carriers.push("path");
+                let missing = format!("[Errno 2] No such file or directory: '{path}'");
+                if s.refuse_paths {
+                    return Err(missing);
+                }
+                std::fs::read(path).map_err(|_| missing)?
+            } else {
                 return Err("You must provide a \"data\", \"path\", or \"url\" field.".into());
             };
-            let bytes = unbase64(data);
             let name = if p["deleteExisting"] == json!(false) && s.media.contains_key(&name) {
                 format!("{name}-1")
             } else {
