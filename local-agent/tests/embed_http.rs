@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use local_agent::backoff::Backoff;
-use local_agent::embed::{EmbedError, Embedder, HashedNgrams, OpenAiEmbedder};
+use local_agent::embed::{EmbedError, Embedder, HashedNgrams, OpenAiEmbedder, Purpose};
 use serde_json::{Value, json};
 
 /// What the double was asked, for assertions.
@@ -202,7 +202,7 @@ fn vectors_come_back_in_input_order_normalised() {
         quick(),
     );
     let texts = ["สวัสดี", "ขอบคุณ", "ลาก่อน"];
-    let vectors = e.embed(&texts).unwrap();
+    let vectors = e.embed(&texts, Purpose::Passage).unwrap();
     assert_eq!(vectors.len(), 3);
     for (text, v) in texts.iter().zip(&vectors) {
         let expected = HashedNgrams.vector(text);
@@ -225,7 +225,7 @@ fn the_endpoints_errors_become_advice() {
     let double = Double::start(Some("sk-test"));
     let wrong_key =
         OpenAiEmbedder::new(&double.url, "mini-384", Some("nope".into()), None, quick());
-    let err = wrong_key.embed(&["a"]).unwrap_err();
+    let err = wrong_key.embed(&["a"], Purpose::Passage).unwrap_err();
     assert!(
         matches!(err, EmbedError::Unauthorized { status: 401, .. }),
         "{err}"
@@ -239,7 +239,7 @@ fn the_endpoints_errors_become_advice() {
         None,
         quick(),
     );
-    let err = unknown.embed(&["a"]).unwrap_err();
+    let err = unknown.embed(&["a"], Purpose::Passage).unwrap_err();
     assert!(
         matches!(err, EmbedError::Rejected { status: 404, .. }),
         "{err}"
@@ -253,7 +253,7 @@ fn the_endpoints_errors_become_advice() {
         Some(384),
         quick(),
     );
-    let err = wide.embed(&["a"]).unwrap_err();
+    let err = wide.embed(&["a"], Purpose::Passage).unwrap_err();
     assert!(
         matches!(
             err,
@@ -276,7 +276,7 @@ fn the_endpoints_errors_become_advice() {
         None,
         quick(),
     );
-    let err = down.embed(&["a"]).unwrap_err();
+    let err = down.embed(&["a"], Purpose::Passage).unwrap_err();
     assert!(
         matches!(
             err,
@@ -304,7 +304,7 @@ fn a_429_is_retried_after_the_time_the_server_asks() {
         }),
     );
     let started = Instant::now();
-    let vectors = e.embed(&["สวัสดี"]).unwrap();
+    let vectors = e.embed(&["สวัสดี"], Purpose::Passage).unwrap();
     assert_eq!(vectors.len(), 1);
     assert_eq!(double.requests(), 2);
     let heard = heard.lock().unwrap().clone();
@@ -330,7 +330,7 @@ fn nothing_listening_is_reported_with_the_builtin_alternative() {
         None,
         quick(),
     );
-    let err = e.embed(&["a"]).unwrap_err();
+    let err = e.embed(&["a"], Purpose::Passage).unwrap_err();
     assert!(
         matches!(err, EmbedError::Unreachable { attempts: 3, .. }),
         "{err}"

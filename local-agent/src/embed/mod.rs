@@ -4,6 +4,7 @@
 
 mod ngrams;
 mod openai;
+mod prefix;
 #[cfg(test)]
 mod tests;
 
@@ -13,6 +14,7 @@ use crate::store::{NewVector, SourceKind, Store, StoreError, text_hash};
 
 pub use ngrams::{HASHED_NGRAMS_MODEL, HashedNgrams};
 pub use openai::OpenAiEmbedder;
+pub use prefix::Prefixes;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -58,14 +60,26 @@ pub enum EmbedError {
     Store(#[from] StoreError),
 }
 
-/// Something that turns texts into [`DIMENSIONS`]-dimensional vectors.
+/// What a text is embedded for: e5-family models were trained with a
+/// different prefix for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A search's text.
+    Query,
+    /// A stored text that searches look for.
+    Passage,
+}
+
+/// Something that turns texts into vectors.
 pub trait Embedder {
     /// The name stored with every vector it makes.
     fn model(&self) -> &str;
     /// How many texts one call should carry.
     fn batch_size(&self) -> usize;
-    /// One vector per text, in order.
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// One vector per text, in order, all of the model's one dimension (any
+    /// dimension); the embedder applies its model's prefix for `purpose`
+    /// itself.
+    fn embed(&self, texts: &[&str], purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
 /// What an embedding pass did.
@@ -115,7 +129,7 @@ pub fn embed_store(
     progress(0, total);
     for batch in todo.chunks(embedder.batch_size().max(1)) {
         let texts: Vec<&str> = batch.iter().map(|(s, _)| s.text.as_str()).collect();
-        let vectors = embedder.embed(&texts)?;
+        let vectors = embedder.embed(&texts, Purpose::Passage)?;
         let rows: Vec<NewVector<'_>> = batch
             .iter()
             .zip(&vectors)

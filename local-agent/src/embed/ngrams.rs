@@ -1,6 +1,6 @@
 //! The built-in embedder: no network, no model file.
 
-use super::{EmbedError, Embedder};
+use super::{EmbedError, Embedder, Purpose};
 use crate::store::DIMENSIONS;
 
 /// The built-in model's name, stored with each of its vectors. A change to
@@ -85,7 +85,9 @@ impl Embedder for HashedNgrams {
         512
     }
 
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Queries and passages alike: shared character n-grams are what
+    /// match, and a prefix would only add the same n-grams to every text.
+    fn embed(&self, texts: &[&str], _purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError> {
         Ok(texts.iter().map(|t| self.vector(t)).collect())
     }
 }
