@@ -450,8 +450,8 @@ fn an_e5_model_gets_query_and_passage_prefixes_at_the_endpoint() {
         &double,
         dir.path(),
         "",
-        &[],
-        &[&["--json", "config"][..], &model[..]].concat(),
+        &[("THAI_AGENT_EMBED_MODEL", "multilingual-e5-small")],
+        &["--json", "config"],
     );
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     let embed = &shown["embed"];
