@@ -223,7 +223,9 @@ pub const MIGRATIONS: &[&str] = &[
     // floats stay where they are (`vec_embeddings`, the legacy file's
     // vectors among them) and get their bit table, filled from them here.
     // Further dimensions are added by the store when a vector of that size
-    // first arrives (store/vector_tables.rs). The index serves the count
+    // first arrives (store/vector_tables.rs). Both keys are partition keys
+    // there: sqlite-vec 0.1.9 checks a metadata column row by row, which cost
+    // the coarse scan of 100k vectors six times its time. The index serves the count
     // that picks exact or coarse search, and the status by model.
     r#"
     CREATE TABLE vector_tables (
@@ -236,7 +238,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE VIRTUAL TABLE vec_bits_384 USING vec0(
         embedding bit[384],
         model text partition key,
-        source_type text
+        source_type text partition key
     );
     INSERT INTO vec_bits_384 (rowid, embedding, model, source_type)
         SELECT rowid, vec_quantize_binary(embedding), model, source_type FROM vec_embeddings;

@@ -18,9 +18,11 @@ pub const LEGACY_DIMENSIONS: usize = 384;
 /// Up to this many vectors of one model and kind, a search compares the
 /// query with every one of them (exact); above it, it scans the
 /// binary-quantised vectors for candidates and re-ranks those with the
-/// float vectors. Chosen by measurement (BENCHMARKS.md, the search rows):
-/// below it the exact scan costs no more than the coarse one.
-pub const EXACT_SEARCH_LIMIT: usize = 20_000;
+/// float vectors. Chosen by measurement (the search benchmark's row 7c
+/// note): at 2,000 vectors the two cost the same, at 5,000 the coarse scan
+/// is slightly cheaper and at 10,000 a quarter cheaper; up to here exact
+/// search costs a few milliseconds and misses nothing.
+pub const EXACT_SEARCH_LIMIT: usize = 5_000;
 
 /// How a KNN query finds its neighbours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
