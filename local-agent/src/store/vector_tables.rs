@@ -81,7 +81,9 @@ pub(super) fn ensure(tx: &Transaction<'_>, dimensions: usize) -> Result<VectorTa
     // Names are made from the number only: nothing from outside reaches
     // the SQL text.
     let float_table = format!("vec_embeddings_{dimensions}");
-    let bit_table = (dimensions % 8 == 0).then(|| format!("vec_bits_{dimensions}"));
+    let bit_table = dimensions
+        .is_multiple_of(8)
+        .then(|| format!("vec_bits_{dimensions}"));
     tx.execute_batch(&format!(
         "CREATE VIRTUAL TABLE {float_table} USING vec0(
              embedding float[{dimensions}],
