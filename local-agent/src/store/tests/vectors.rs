@@ -145,7 +145,13 @@ fn vectors_are_replaced_in_place_and_leave_with_their_rows() {
 /// zeros).
 fn unit_vector_of(dims: usize, hot: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dims)
-        .map(|i| if (i * 7 + hot) % 3 == 0 { 0.01 } else { -0.01 })
+        .map(|i| {
+            if (i * 7 + hot).is_multiple_of(3) {
+                0.01
+            } else {
+                -0.01
+            }
+        })
         .collect();
     v[hot] = 1.0;
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
