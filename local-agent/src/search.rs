@@ -1,7 +1,7 @@
 //! Nearest neighbours of a text among the mirrored contents or fragments,
 //! through sqlite-vec's KNN over the `vec_embeddings` table.
 
-use crate::embed::{EmbedError, Embedder};
+use crate::embed::{EmbedError, Embedder, Purpose};
 use crate::store::{SourceKind, Store, StoreError};
 
 /// sqlite-vec refuses a larger `k` in one KNN query.
@@ -49,7 +49,7 @@ pub fn search(
         return Err(SearchError::EmptyQuery);
     }
     let vector = embedder
-        .embed(&[query.text])?
+        .embed(&[query.text], Purpose::Query)?
         .pop()
         .ok_or(EmbedError::EmptyText)?;
     search_vector(store, embedder.model(), &vector, query)

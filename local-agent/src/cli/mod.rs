@@ -267,6 +267,7 @@ pub(crate) fn embedder(
         e.dimensions.as_ref().map(|d| d.value),
         backoff,
     )
+    .with_prefixes(e.prefixes())
     .with_retry_hook(retry_notices(out, None));
     Ok(Box::new(match &e.endpoint_name {
         Some(name) => embedder.with_endpoint_name(&name.value),

