@@ -217,11 +217,12 @@ impl Hub {
             };
             let linked_etag = header("x-linked-etag").map(|e| normalise_etag(&e));
             let location = header("location");
-            if (300..400).contains(&status) && linked_etag.is_none() {
-                if let Some(loc) = location.as_deref().filter(|l| l.starts_with('/')) {
-                    url = format!("{}{loc}", origin_of(&url));
-                    continue;
-                }
+            if (300..400).contains(&status)
+                && linked_etag.is_none()
+                && let Some(loc) = location.as_deref().filter(|l| l.starts_with('/'))
+            {
+                url = format!("{}{loc}", origin_of(&url));
+                continue;
             }
             match status {
                 200..=399 => {}
