@@ -35,6 +35,7 @@ pub const ENV_TOKEN: &str = "THAI_AGENT_TOKEN";
 pub const ENV_DB: &str = "THAI_AGENT_DB";
 pub const ENV_CONFIG: &str = "THAI_AGENT_CONFIG";
 pub const ENV_API_TIMEOUT: &str = "THAI_AGENT_API_TIMEOUT";
+pub const ENV_MODELS_DIR: &str = "THAI_AGENT_MODELS_DIR";
 
 /// Seconds the agent waits for the API to start answering a request.
 pub const DEFAULT_API_TIMEOUT_SECS: u64 = 60;
@@ -52,6 +53,12 @@ const DB: Key = Key {
     flag: Some("--db"),
     env: ENV_DB,
     file: "db",
+};
+const MODELS_DIR: Key = Key {
+    what: "the models folder",
+    flag: Some("--models-dir"),
+    env: ENV_MODELS_DIR,
+    file: "models_dir",
 };
 const API_URL: Key = Key {
     what: "the API URL",
@@ -119,6 +126,8 @@ pub enum Source {
     Env,
     File,
     Default,
+    /// The active model of the models folder (`local-agent model`).
+    Installed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -158,6 +167,7 @@ pub struct Flags {
     pub api_url: Option<String>,
     pub token: Option<String>,
     pub api_timeout: Option<u64>,
+    pub models_dir: Option<PathBuf>,
     /// `embed --model`, `search --model`.
     pub embed_model: Option<String>,
     /// `anki push --anki-url`, `sync --anki-url`.
@@ -172,6 +182,8 @@ pub struct Flags {
 pub struct Dirs {
     pub config_file: PathBuf,
     pub db: PathBuf,
+    /// Where sentence-embedding models are installed.
+    pub models: PathBuf,
 }
 
 impl Dirs {
@@ -180,6 +192,7 @@ impl Dirs {
         Some(Dirs {
             config_file: dirs.config_dir().join("config.toml"),
             db: dirs.data_dir().join("agent.db"),
+            models: dirs.data_dir().join("models"),
         })
     }
 }
@@ -332,6 +345,7 @@ fn redacted(key: &'static str, value: Option<&Sourced<String>>) -> Shown {
 pub struct Settings {
     pub config_file: Sourced<PathBuf>,
     pub db: Sourced<PathBuf>,
+    pub models_dir: Sourced<PathBuf>,
     pub api: ApiSettings,
     pub embed: EmbedSettings,
     pub anki: AnkiSettings,
@@ -377,6 +391,7 @@ impl Settings {
         let mut top = vec![
             show("config_file", Some(&self.config_file.map(path))),
             show("db", Some(&self.db.map(path))),
+            show("models_dir", Some(&self.models_dir.map(path))),
         ];
         top.extend(self.api.shown());
         vec![
@@ -439,9 +454,18 @@ pub fn resolve(
         .value(&DB, flags.db.as_ref(), file.db.as_ref())
         .or_else(|| dirs.map(|d| Sourced::built_in(d.db.clone())))
         .ok_or(ConfigError::NoHome)?;
+    let models_dir = layers
+        .value(
+            &MODELS_DIR,
+            flags.models_dir.as_ref(),
+            file.models_dir.as_ref(),
+        )
+        .or_else(|| dirs.map(|d| Sourced::built_in(d.models.clone())))
+        .ok_or(ConfigError::NoHome)?;
     Ok(Settings {
         config_file,
         db,
+        models_dir,
         api: ApiSettings::resolve(&layers, file)?,
         embed: EmbedSettings::resolve(&layers, &file.embed)?,
         anki: AnkiSettings::resolve(&layers, &file.anki)?,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod embed;
 pub mod feed;
 pub mod migrate;
+pub mod models;
 pub mod pull;
 pub mod search;
 pub mod store;

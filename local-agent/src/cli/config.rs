@@ -43,5 +43,6 @@ fn source(source: Source) -> &'static str {
         Source::Env => "environment",
         Source::File => "config file",
         Source::Default => "default",
+        Source::Installed => "installed model (`local-agent model list`)",
     }
 }

@@ -9,11 +9,12 @@ use serde::Serialize;
 use local_agent::embed::{self, EmbedReport, Embedder};
 use local_agent::store::Store;
 
-use super::{Ctx, KindArg, embedder, open_store};
+use super::{Ctx, KindArg, embedder, fallback_hint, open_store};
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Embedding model [env: THAI_AGENT_EMBED_MODEL] [default: hashed-ngrams-v1, built in]
+    /// Embedding model [env: THAI_AGENT_EMBED_MODEL] [default: the installed model (`model
+    /// list`), else hashed-ngrams-v1, built in]
     #[arg(long)]
     pub model: Option<String>,
     /// Which rows to embed
@@ -70,6 +71,10 @@ pub fn run(ctx: &Ctx, args: EmbedArgs) -> Result<()> {
             );
             if report.embedded + report.unchanged == 0 {
                 text.push_str("\nNothing to embed: run `local-agent pull` first.");
+            }
+            if let Some(hint) = fallback_hint(&ctx.settings) {
+                text.push('\n');
+                text.push_str(&hint);
             }
             text
         },

@@ -7,6 +7,7 @@ mod config;
 mod embed;
 mod init;
 mod migrate;
+mod model;
 mod output;
 mod pull;
 mod search;
@@ -24,6 +25,7 @@ use local_agent::api::ApiClient;
 use local_agent::backoff::Backoff;
 use local_agent::config::{Dirs, FileConfig, Flags, Settings};
 use local_agent::embed::{Embedder, HashedNgrams, OpenAiEmbedder};
+use local_agent::models::Models;
 use local_agent::store::{SourceKind, Store};
 
 use output::{Output, retry_notices};
@@ -32,6 +34,7 @@ const EXAMPLES: &str = "\
 Examples:
   local-agent init --api-url http://127.0.0.1:3000 --token \"$JWT\"
   local-agent pull                 # fetch what changed since the last pull
+  local-agent model fetch multilingual-e5-small   # search by meaning, offline
   local-agent embed                # vectors for new and edited texts
   local-agent search 'ขอบคุณ' --k 5
   local-agent status --json | jq .mirror
@@ -58,6 +61,10 @@ pub struct Global {
     /// The config file [env: THAI_AGENT_CONFIG] [default: in the platform config dir]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Where embedding models are installed [env: THAI_AGENT_MODELS_DIR] [default: models
+    /// in the platform data dir]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub models_dir: Option<PathBuf>,
     /// Base URL of the content API [env: THAI_AGENT_API_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
@@ -105,6 +112,11 @@ pub enum Command {
         after_help = "Examples:\n  local-agent search 'สวัสดีครับ'\n  local-agent search 'thank you' --kind content --k 3 --json"
     )]
     Search(search::SearchArgs),
+    /// Install, list and remove the embedding models that run inside the agent
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
     /// Move a legacy SQLite file into the API's database (service-role token)
     #[command(
         after_help = "Examples:\n  local-agent migrate anki_vector_db.db --dry-run\n  local-agent migrate anki_vector_db.db --reject-report rejects.jsonl --repair decimal-comma\n  local-agent migrate anki_vector_db.db --resend   # after a finished migration: send everything again"
@@ -178,8 +190,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let dirs = Dirs::platform();
     let config_path = local_agent::config::config_path(&flags, &env_var, dirs.as_ref())?;
     let file = FileConfig::load(&config_path.value)?;
-    let settings =
+    let mut settings =
         local_agent::config::resolve(&flags, &env_var, config_path, &file, dirs.as_ref())?;
+    settings
+        .embed
+        .prefer_installed(Models::new(&settings.models_dir.value).active());
     let ctx = Ctx {
         out,
         settings,
@@ -194,6 +209,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => pull::run(&ctx, args),
         Command::Embed(args) => embed::run(&ctx, args),
         Command::Search(args) => search::run(&ctx, args),
+        Command::Model { command } => model::run(&ctx, command),
         Command::Migrate(args) => migrate::run(&ctx, args),
         Command::Anki {
             command: anki::AnkiCommand::Push(args),
@@ -214,6 +230,7 @@ fn flags(cli: &Cli) -> Flags {
         api_url: g.api_url.clone(),
         token: g.token.clone(),
         api_timeout: g.api_timeout,
+        models_dir: g.models_dir.clone(),
         ..Flags::default()
     };
     match &cli.command {
@@ -251,6 +268,18 @@ pub(crate) fn api_client(settings: &Settings, backoff: Backoff) -> Result<ApiCli
     .with_timeout(Duration::from_secs(settings.api.timeout.value)))
 }
 
+/// The one line `embed` and `search` add when only the built-in embedder is
+/// there.
+pub(crate) fn fallback_hint(settings: &Settings) -> Option<String> {
+    settings.embed.is_fallback().then(|| {
+        format!(
+            "The built-in embedder matches spellings, not meaning: `local-agent model fetch {}` \
+             installs a model that searches by meaning, offline.",
+            local_agent::models::SUGGESTED_MODEL
+        )
+    })
+}
+
 pub(crate) fn embedder(
     out: &Output,
     settings: &Settings,
@@ -259,6 +288,14 @@ pub(crate) fn embedder(
     let e = &settings.embed;
     if e.is_builtin() {
         return Ok(Box::new(HashedNgrams));
+    }
+    // A model installed in the models folder runs in the agent, offline.
+    let models = Models::new(&settings.models_dir.value);
+    if models.is_installed(&e.model.value) {
+        let spinner = out.spinner(&format!("loading {}", e.model.value));
+        let model = models.load(&e.model.value);
+        spinner.finish_and_clear();
+        return Ok(Box::new(model?));
     }
     let embedder = OpenAiEmbedder::new(
         e.endpoint()?,

@@ -8,7 +8,9 @@ use clap::Args;
 use local_agent::search::{self, Query};
 use local_agent::store::SourceKind;
 
-use super::{Ctx, KindArg, embedder, open_store};
+use local_agent::models::Models;
+
+use super::{Ctx, KindArg, embedder, fallback_hint, open_store};
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
@@ -45,7 +47,10 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
     };
     let store = open_store(settings)?;
     let model = &settings.embed.model.value;
-    if !settings.embed.is_builtin() && settings.embed.url.is_none() {
+    if !settings.embed.is_builtin()
+        && settings.embed.url.is_none()
+        && !Models::new(&settings.models_dir.value).is_installed(model)
+    {
         // Vectors of this model are there (copied by `migrate` from the
         // legacy file), but the query text can only be compared with them
         // once the same model has embedded it.
@@ -118,6 +123,10 @@ pub fn run(ctx: &Ctx, args: SearchArgs) -> Result<()> {
             elapsed.as_secs_f64() * 1000.0,
             embedder.model()
         ));
+        if let Some(hint) = fallback_hint(settings) {
+            text.push('\n');
+            text.push_str(&hint);
+        }
         text
     })
 }

@@ -2,7 +2,7 @@
 //! model other than the built-in one needs (the `[embed]` table).
 
 use super::file::EmbedFileConfig;
-use super::{ConfigError, Key, Layers, Shown, Sourced, from_file, redacted, show};
+use super::{ConfigError, Key, Layers, Shown, Source, Sourced, from_file, redacted, show};
 use crate::embed::{HASHED_NGRAMS_MODEL, Prefixes};
 
 pub const ENV_EMBED_URL: &str = "THAI_AGENT_EMBED_URL";
@@ -99,6 +99,23 @@ impl EmbedSettings {
             query: self.query_prefix.value.clone(),
             passage: self.passage_prefix.value.clone(),
         }
+    }
+
+    /// Makes the models folder's active model the one used when no flag,
+    /// variable or config file names a model.
+    pub fn prefer_installed(&mut self, active: Option<String>) {
+        if let (Source::Default, Some(name)) = (self.model.source, active) {
+            self.model = Sourced {
+                value: name,
+                source: Source::Installed,
+            };
+        }
+    }
+
+    /// Whether the built-in embedder is used only because no model is
+    /// installed or named.
+    pub fn is_fallback(&self) -> bool {
+        self.is_builtin() && self.model.source == Source::Default
     }
 
     /// Whether the built-in embedder serves this model.

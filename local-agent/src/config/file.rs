@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db: Option<PathBuf>,
+    /// Where sentence-embedding models are installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models_dir: Option<PathBuf>,
     /// Seconds to wait for the API to start answering a request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_timeout: Option<u64>,

@@ -5,6 +5,7 @@ fn dirs() -> Dirs {
     Dirs {
         config_file: "/home/u/.config/local-agent/config.toml".into(),
         db: "/home/u/.local/share/local-agent/agent.db".into(),
+        models: "/home/u/.local/share/local-agent/models".into(),
     }
 }
 
@@ -68,6 +69,7 @@ fn flags_beat_env_beat_file_beat_defaults() {
         api_url: Some("http://file:1".into()),
         token: Some("file-token".into()),
         db: Some("/file.db".into()),
+        models_dir: None,
         api_timeout: Some(30),
         embed: EmbedFileConfig {
             model: Some("file-model".into()),

