@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the lint gate (rustfmt, clippy with warnings as
 //! errors), the workspace's tests on the bundled host, then the suites that
 //! serve spin.toml again under a real Spin, then `anki push` against the
-//! real Anki desktop. Every step runs even when an earlier one failed, so
-//! that one run shows every failure.
+//! real Anki desktop, then the Windows build under Wine ([`crate::wine`]).
+//! Every step runs even when an earlier one failed, so that one run shows
+//! every failure.
 //!
 //! The Spin is `SPIN_BIN` when set (then it must work), else a `spin` on
 //! PATH. Anki is started by the script `ANKI_RUN` names. Without either,
@@ -64,6 +65,17 @@ fn cargo_test(
     spin: Option<&Path>,
     anki: Option<&Path>,
 ) -> Result<bool> {
+    cargo_test_with(root, args, spin, anki, &[])
+}
+
+/// [`cargo_test`] with more variables for the tests.
+pub fn cargo_test_with(
+    root: &Path,
+    args: &[String],
+    spin: Option<&Path>,
+    anki: Option<&Path>,
+    vars: &[(&str, &std::ffi::OsStr)],
+) -> Result<bool> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     // Every suite runs even when one fails, so that a run shows all failures.
@@ -79,6 +91,7 @@ fn cargo_test(
         Some(script) => command.env(ANKI_RUN, script),
         None => command.env_remove(ANKI_RUN),
     };
+    command.envs(vars.iter().copied());
     eprintln!("cargo test {}", args.join(" "));
     Ok(command.status().context("running cargo test")?.success())
 }
@@ -173,6 +186,12 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
         }
     };
 
+    // The Windows build under Wine, served like the Anki leg.
+    let anki_script = std::env::var_os(ANKI_RUN)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| PathBuf::from(s).canonicalize().ok());
+    let wine_leg = crate::wine::run(root, spin_bin.as_deref(), anki_script.as_deref())?;
+
     eprintln!();
     eprintln!(
         "lint:         {} ({:.0} s, rustfmt and clippy -D warnings)",
@@ -211,7 +230,9 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
              AnkiConnect (see local-agent/tests/real_anki.rs) to run `anki push` against it"
         ),
     }
+    eprintln!("Windows (Wine): {}", wine_leg.summary(spin_bin.is_some()));
     if !lint_ok
+        || wine_leg.failed()
         || !bundled_ok
         || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok)
         || anki_leg.as_ref().is_some_and(|(ok, _)| !ok)
