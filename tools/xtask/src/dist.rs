@@ -27,6 +27,8 @@ pub struct Platform {
     /// The C compiler for it, and the Debian package holding it.
     pub cc: &'static str,
     pub package: &'static str,
+    /// Extra flags for that compiler.
+    cflags: &'static str,
     /// The archive's name part (`local-agent-<version>-<name>`).
     name: &'static str,
     binary: &'static str,
@@ -37,6 +39,7 @@ pub const WINDOWS: Platform = Platform {
     triple: "x86_64-pc-windows-gnu",
     cc: "x86_64-w64-mingw32-gcc",
     package: "gcc-mingw-w64-x86-64",
+    cflags: "",
     name: "x86_64-windows",
     binary: "local-agent.exe",
     zip: true,
@@ -46,6 +49,10 @@ pub const LINUX: Platform = Platform {
     triple: "x86_64-unknown-linux-musl",
     cc: "musl-gcc",
     package: "musl-tools",
+    // sqlite-vec 0.1.9 names the BSD types u_int8_t, u_int16_t and
+    // u_int64_t outside Windows, which musl declares only in <sys/types.h>
+    // and the file does not include; they are the <stdint.h> types.
+    cflags: "-Du_int8_t=uint8_t -Du_int16_t=uint16_t -Du_int64_t=uint64_t",
     name: "x86_64-linux",
     binary: "local-agent",
     zip: false,
@@ -107,10 +114,12 @@ impl Platform {
         // cc-rs reads CC_<target>: the C parts are built with the
         // platform's compiler, the Rust linker is the target's default
         // (mingw's gcc; the musl target's self-contained one).
+        let triple = self.triple.replace('-', "_");
         let status = Command::new(cargo)
             .current_dir(root)
             .args(args)
-            .env(format!("CC_{}", self.triple.replace('-', "_")), self.cc)
+            .env(format!("CC_{triple}"), self.cc)
+            .env(format!("CFLAGS_{triple}"), self.cflags)
             .status()
             .context("running cargo build")?;
         if !status.success() {
