@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod anki_desktop;
 pub mod migration;
 
 use std::collections::BTreeMap;
@@ -536,10 +537,14 @@ fn mirror_rows(conn: &rusqlite::Connection, table: &str) -> Rows {
 /// by table and field by field (JSON compared as JSON, times as instants,
 /// scores as their exact text).
 pub fn assert_mirror_equals_server(stack: &Stack, agent: &Agent) {
-    let conn = agent.mirror();
+    assert_store_equals_server(stack, &agent.mirror());
+}
+
+/// [`assert_mirror_equals_server`] for a store opened by the test.
+pub fn assert_store_equals_server(stack: &Stack, conn: &rusqlite::Connection) {
     for table in TABLES {
         let server = server_rows(stack, table);
-        let mirror = mirror_rows(&conn, table);
+        let mirror = mirror_rows(conn, table);
         let missing: Vec<_> = server.keys().filter(|k| !mirror.contains_key(k)).collect();
         let extra: Vec<_> = mirror.keys().filter(|k| !server.contains_key(k)).collect();
         assert!(

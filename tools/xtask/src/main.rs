@@ -18,11 +18,16 @@
 //! `cargo xtask test`: every test, on the bundled host and under a real
 //! Spin when there is one (see [`test`]).
 //!
+//! `cargo xtask dist`: the release archives of `local-agent` for Windows
+//! and Linux (see [`dist`]).
+//!
 //! `cargo xtask bench [--quick]`: builds the components, the test probe,
 //! `local-agent` and `bench` in release mode, then runs `bench` (see
 //! BENCHMARKS.md); its arguments go to `bench`.
 
+mod dist;
 mod test;
+mod wine;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +91,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the release archives of local-agent for Windows and Linux,
+    /// with SHA256SUMS.
+    Dist {
+        /// Where the archives go.
+        #[arg(long, default_value = "target/dist")]
+        out: PathBuf,
+    },
     /// Build everything in release mode and run the benchmarks (BENCHMARKS.md).
     Bench {
         /// Arguments for `bench`, e.g. --quick, --reps 5, --only reads,search.
@@ -130,6 +142,10 @@ async fn main() -> Result<()> {
             up(listen, database, no_build, bundled_host, auth).await
         }
         Command::Bench { args } => bench(&args),
+        Command::Dist { out } => {
+            let root = repo_root().canonicalize()?;
+            dist::run(&root, &root.join(out))
+        }
         Command::Test { args } => test::run(&repo_root().canonicalize()?, &args),
     }
 }

@@ -2,8 +2,9 @@
 //! errors), the workspace's tests on the bundled host, then the suites that
 //! serve spin.toml again under a real Spin, then `anki push` against the
 //! real Anki desktop, then the assessment page's sign-in against the real
-//! Supabase Auth. Every step runs even when an earlier one failed, so
-//! that one run shows every failure.
+//! Supabase Auth, then the Windows build under Wine ([`crate::wine`]).
+//! Every step runs even when an earlier one failed, so that one run shows
+//! every failure.
 //!
 //! The Spin is `SPIN_BIN` when set (then it must work), else a `spin` on
 //! PATH. Anki is started by the script `ANKI_RUN` names, Supabase Auth by
@@ -70,7 +71,7 @@ fn spin_version(bin: &Path) -> Result<String> {
 
 /// `cargo test` with `args`; `real` names the scripts that start real
 /// parts for this run (`ANKI_RUN`, `GOTRUE_RUN`): the others are unset.
-fn cargo_test(
+pub fn cargo_test(
     root: &Path,
     args: &[String],
     spin: Option<&Path>,
@@ -87,12 +88,13 @@ fn cargo_test(
         Some(bin) => command.env(app_server::SPIN_BIN, bin),
         None => command.env_remove(app_server::SPIN_BIN),
     };
+    // The real parts' scripts reach only the leg that runs against them.
     for name in [ANKI_RUN, GOTRUE_RUN] {
-        match real.iter().find(|(n, _)| *n == name) {
-            Some((_, script)) => command.env(name, script),
-            None => command.env_remove(name),
-        };
+        if !real.iter().any(|(n, _)| *n == name) {
+            command.env_remove(name);
+        }
     }
+    command.envs(real.iter().copied());
     eprintln!("cargo test {}", args.join(" "));
     Ok(command.status().context("running cargo test")?.success())
 }
@@ -202,6 +204,12 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
         }
     };
 
+    // The Windows build under Wine, served like the Anki leg.
+    let anki_script = std::env::var_os(ANKI_RUN)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| PathBuf::from(s).canonicalize().ok());
+    let wine_leg = crate::wine::run(root, spin_bin.as_deref(), anki_script.as_deref())?;
+
     eprintln!();
     eprintln!(
         "lint:         {} ({:.0} s, rustfmt and clippy -D warnings)",
@@ -288,7 +296,9 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
             python.display()
         );
     }
+    eprintln!("Windows (Wine): {}", wine_leg.summary(spin_bin.is_some()));
     if !lint_ok
+        || wine_leg.failed()
         || !bundled_ok
         || auth_leg.as_ref().is_some_and(|(ok, _)| !ok)
         || spin_leg.as_ref().is_some_and(|(_, ok, _)| !ok)
