@@ -21,7 +21,10 @@ pub use anki::{
     AnkiSettings, DEFAULT_ANKI_TIMEOUT_SECS, DEFAULT_ANKI_URL, DEFAULT_DECK, ENV_ANKI_DECK,
     ENV_ANKI_KEY, ENV_ANKI_TIMEOUT, ENV_ANKI_URL,
 };
-pub use embed::{ENV_EMBED_API_KEY, ENV_EMBED_MODEL, ENV_EMBED_URL, EmbedSettings};
+pub use embed::{
+    ENV_EMBED_API_KEY, ENV_EMBED_MODEL, ENV_EMBED_PASSAGE_PREFIX, ENV_EMBED_QUERY_PREFIX,
+    ENV_EMBED_URL, EmbedSettings,
+};
 pub use file::{AnkiFileConfig, EmbedFileConfig, FileConfig};
 pub use policy::{DeletedInAnki, DeletedUpstream, NotePolicy};
 
@@ -233,6 +236,12 @@ impl Layers<'_> {
         (self.env)(name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
+    }
+
+    /// A variable's value as given (a prefix may end with a space); blank
+    /// still counts as unset.
+    fn env_untrimmed(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.trim().is_empty())
     }
 
     fn value<T: From<String> + Clone>(

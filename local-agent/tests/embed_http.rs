@@ -27,6 +27,7 @@ struct Seen {
 /// - `mini-384`: 384-dimensional vectors (un-normalised, answered in
 ///   reverse order: clients must use `index`), like all-minilm;
 /// - `wide-768`: 768 dimensions, like nomic-embed-text;
+/// - `multilingual-e5-small`: 384 dimensions, a name of the e5 family;
 /// - `busy-384`: the first request gets 429 with `Retry-After: 1`;
 /// - `down-384`: always 503.
 ///
@@ -140,7 +141,7 @@ fn answer(
         _ => return error(400, "'input' is a required property", "invalid_input"),
     };
     let dims = match model.as_str() {
-        "mini-384" => 384,
+        "mini-384" | "multilingual-e5-small" => 384,
         "wide-768" => 768,
         "busy-384" if n == 0 => {
             return (
@@ -336,6 +337,260 @@ fn nothing_listening_is_reported_with_the_builtin_alternative() {
         "{err}"
     );
     assert!(err.to_string().contains("hashed-ngrams-v1"), "{err}");
+}
+
+/// A store at `db` holding `texts` as fragments 1, 2, …, as a pull would
+/// leave it.
+fn store_with_fragments(db: &std::path::Path, texts: &[&str]) {
+    let mut store = local_agent::store::Store::open(db).unwrap();
+    let changes: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            json!({"table": "content_fragments", "op": "upsert", "id": i + 1, "row": {
+                "id": i + 1, "learning_content_id": null, "native_text": text, "body_text": "",
+                "ipa": null, "extra": null, "fragment_type": "sentence",
+                "fragment_metadata": null, "created_at": null, "updated_at": null}})
+        })
+        .collect();
+    let page = serde_json::from_value(json!({
+        "changes": changes, "next_cursor": "c", "has_more": false, "phase": "snapshot"}))
+    .unwrap();
+    store
+        .apply_page(
+            local_agent::store::PageBase {
+                expected_cursor: None,
+                new_snapshot: true,
+                source_url: "http://api",
+            },
+            &page,
+        )
+        .unwrap();
+}
+
+/// Runs the agent on `db` against the double, with `config` as its config
+/// file and `env` on top.
+fn agent(
+    double: &Double,
+    dir: &std::path::Path,
+    config: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut cmd = support::agent_command();
+    cmd.arg("--db")
+        .arg(dir.join("agent.db"))
+        .arg("--config")
+        .arg(&config_path)
+        .env("THAI_AGENT_EMBED_URL", &double.url);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The texts the double was sent, per request, in order.
+fn inputs(double: &Double) -> Vec<Vec<String>> {
+    double
+        .seen
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b["input"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn an_e5_model_gets_query_and_passage_prefixes_at_the_endpoint() {
+    let double = Double::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let texts = ["ขอบคุณมากครับ", "ห้องน้ำอยู่ที่ไหน", "วันนี้อากาศร้อน"];
+    store_with_fragments(&dir.path().join("agent.db"), &texts);
+    let model = ["--model", "multilingual-e5-small"];
+    agent(
+        &double,
+        dir.path(),
+        "",
+        &[],
+        &[&["embed"][..], &model[..]].concat(),
+    );
+    let sent = inputs(&double);
+    assert_eq!(sent.len(), 1, "one batch");
+    let expected: Vec<String> = texts.iter().map(|t| format!("passage: {t}")).collect();
+    assert_eq!(sent[0], expected);
+    let out = agent(
+        &double,
+        dir.path(),
+        "",
+        &[],
+        &[&["--json", "search", "ขอบคุณ", "--k", "1"][..], &model[..]].concat(),
+    );
+    assert_eq!(inputs(&double)[1], ["query: ขอบคุณ"]);
+    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits[0]["native_text"], "ขอบคุณมากครับ", "{hits}");
+
+    // `config` shows them, as the model's family's defaults.
+    let out = agent(
+        &double,
+        dir.path(),
+        "",
+        &[("THAI_AGENT_EMBED_MODEL", "multilingual-e5-small")],
+        &["--json", "config"],
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let embed = &shown["embed"];
+    assert_eq!(
+        embed["query_prefix"],
+        json!({"value": "query: ", "source": "default"}),
+        "{shown:#}"
+    );
+    assert_eq!(
+        embed["passage_prefix"],
+        json!({"value": "passage: ", "source": "default"})
+    );
+}
+
+#[test]
+fn prefixes_of_the_settings_reach_the_endpoint_for_any_model() {
+    let double = Double::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    store_with_fragments(&dir.path().join("agent.db"), &["ขอบคุณมากครับ"]);
+    // The config file gives the passage prefix; the environment the query
+    // prefix, its trailing space kept.
+    let config = "[embed]\nmodel = \"mini-384\"\npassage_prefix = \"search_document: \"\n";
+    let env = [("THAI_AGENT_EMBED_QUERY_PREFIX", "search_query: ")];
+    agent(&double, dir.path(), config, &env, &["embed"]);
+    agent(&double, dir.path(), config, &env, &["search", "ขอบคุณ"]);
+    assert_eq!(
+        inputs(&double),
+        [
+            vec!["search_document: ขอบคุณมากครับ".to_owned()],
+            vec!["search_query: ขอบคุณ".to_owned()]
+        ]
+    );
+    let out = agent(&double, dir.path(), config, &env, &["--json", "config"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["embed"]["query_prefix"],
+        json!({"value": "search_query: ", "source": "env"}),
+        "{shown:#}"
+    );
+    assert_eq!(
+        shown["embed"]["passage_prefix"],
+        json!({"value": "search_document: ", "source": "file"})
+    );
+    // An e5 model's prefixes can be turned off (a server that adds them
+    // itself): an empty string in the file.
+    let config =
+        "[embed]\nmodel = \"multilingual-e5-small\"\nquery_prefix = \"\"\npassage_prefix = \"\"\n";
+    agent(&double, dir.path(), config, &[], &["embed"]);
+    agent(&double, dir.path(), config, &[], &["search", "ห้องน้ำ"]);
+    assert_eq!(
+        inputs(&double)[2..],
+        [vec!["ขอบคุณมากครับ".to_owned()], vec!["ห้องน้ำ".to_owned()]]
+    );
+}
+
+#[test]
+fn legacy_384_d_vectors_and_a_768_d_endpoint_model_share_the_store() {
+    let double = Double::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let texts = ["ขอบคุณมากครับ", "ห้องน้ำอยู่ที่ไหน", "วันนี้อากาศร้อน"];
+    store_with_fragments(&dir.path().join("agent.db"), &texts);
+    // The legacy file's model, served by the endpoint under another name
+    // (as Ollama serves all-MiniLM-L6-v2 as all-minilm), and a 768-d one.
+    let config = "[embed.endpoint_names]\n\"all-MiniLM-L6-v2\" = \"mini-384\"\n";
+    let legacy = ["--model", "all-MiniLM-L6-v2"];
+    let wide = ["--model", "wide-768"];
+    for model in [&legacy, &wide] {
+        let out = agent(
+            &double,
+            dir.path(),
+            config,
+            &[],
+            &[&["--json", "embed"][..], &model[..]].concat(),
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["embedded"], 3, "{report}");
+    }
+    let store = local_agent::store::Store::open(&dir.path().join("agent.db")).unwrap();
+    let n = |sql: &str| -> i64 { store.conn().query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(n("SELECT count(*) FROM vec_embeddings"), 3);
+    assert_eq!(n("SELECT count(*) FROM vec_embeddings_768"), 3);
+    drop(store);
+    // Each model searches its own vectors.
+    for model in [&legacy, &wide] {
+        let out = agent(
+            &double,
+            dir.path(),
+            config,
+            &[],
+            &[
+                &["--json", "search", "ห้องน้ำที่ไหน", "--k", "3"][..],
+                &model[..],
+            ]
+            .concat(),
+        );
+        let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(hits.as_array().unwrap().len(), 3, "{model:?}: {hits}");
+        assert_eq!(hits[0]["native_text"], "ห้องน้ำอยู่ที่ไหน", "{model:?}: {hits}");
+    }
+    // Switching back re-embeds nothing: each model's vectors were kept.
+    let before = double.requests();
+    agent(
+        &double,
+        dir.path(),
+        config,
+        &[],
+        &[&["embed"][..], &legacy[..]].concat(),
+    );
+    assert_eq!(double.requests(), before);
+    // `status` lists both, with their dimensions.
+    let out = agent(&double, dir.path(), config, &[], &["--json", "status"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut seen: Vec<(String, i64, i64)> = status["mirror"]["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["model"].as_str().unwrap().to_owned(),
+                v["dimensions"].as_i64().unwrap(),
+                v["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("all-MiniLM-L6-v2".to_owned(), 384, 3),
+            ("wide-768".to_owned(), 768, 3)
+        ]
+    );
+    let out = agent(&double, dir.path(), config, &[], &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("all-MiniLM-L6-v2 (384-d): 3 content_fragment")
+            && text.contains("wide-768 (768-d): 3 content_fragment"),
+        "{text}"
+    );
 }
 
 #[test]

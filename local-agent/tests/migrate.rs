@@ -174,6 +174,8 @@ fn a_dirty_legacy_file_migrates_with_exact_rejects_then_reruns_as_a_no_op() {
         n("SELECT count(*) FROM vec_embeddings") as usize,
         sum.vectors
     );
+    // Binary-quantised too, for the coarse search of large stores.
+    assert_eq!(n("SELECT count(*) FROM vec_bits_384") as usize, sum.vectors);
     let fragment = *server_ids(&stack, "content_fragments")
         .iter()
         .next()

@@ -295,7 +295,7 @@ pub(crate) fn embedder(
         let spinner = out.spinner(&format!("loading {}", e.model.value));
         let model = models.load(&e.model.value);
         spinner.finish_and_clear();
-        return Ok(Box::new(model?));
+        return Ok(Box::new(model?.with_prefixes(e.prefixes())));
     }
     let embedder = OpenAiEmbedder::new(
         e.endpoint()?,
@@ -304,6 +304,7 @@ pub(crate) fn embedder(
         e.dimensions.as_ref().map(|d| d.value),
         backoff,
     )
+    .with_prefixes(e.prefixes())
     .with_retry_hook(retry_notices(out, None));
     Ok(Box::new(match &e.endpoint_name {
         Some(name) => embedder.with_endpoint_name(&name.value),

@@ -51,12 +51,31 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             let vectors = if counts.vectors.is_empty() {
                 "none (run `local-agent embed`)".to_owned()
             } else {
-                counts
-                    .vectors
+                // One line per model and dimension; the model `embed` and
+                // `search` use now is marked.
+                let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+                for v in &counts.vectors {
+                    let head = format!(
+                        "{} ({}-d){}",
+                        v.model,
+                        v.dimensions,
+                        if v.model == settings.embed.model.value {
+                            ", in use"
+                        } else {
+                            ""
+                        }
+                    );
+                    let part = format!("{} {}", v.count, v.source_type);
+                    match lines.last_mut() {
+                        Some((h, parts)) if *h == head => parts.push(part),
+                        _ => lines.push((head, vec![part])),
+                    }
+                }
+                lines
                     .iter()
-                    .map(|v| format!("{} {} of {}", v.count, v.source_type, v.model))
+                    .map(|(head, parts)| format!("{head}: {}", parts.join(", ")))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join("\n         ")
             };
             let position = match sync.phase {
                 local_agent::store::SyncPhase::None => {

@@ -45,6 +45,12 @@ pub struct EmbedFileConfig {
     /// Asked of models that can shorten their vectors (OpenAI v3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<usize>,
+    /// Put before a search's text (e5: `"query: "`; `""` for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_prefix: Option<String>,
+    /// Put before each stored text embedded (e5: `"passage: "`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passage_prefix: Option<String>,
     /// `[embed.endpoint_names]`: model (as vectors are filed, e.g. the
     /// legacy file's `all-MiniLM-L6-v2`) → the name the endpoint serves it
     /// by (Ollama's `all-minilm`).

@@ -47,9 +47,10 @@ pub enum EmbedError {
     #[error("the embedding endpoint {url} sent an answer this agent cannot use: {reason}")]
     Protocol { url: String, reason: String },
     #[error(
-        "model {model} returns {got}-dimensional vectors; the store holds {expected}. Pick a \
-         {expected}-dimensional model (e.g. all-minilm in Ollama) or, for models that can \
-         shorten their output (OpenAI text-embedding-3-*), set embed.dimensions = {expected}"
+        "model {model} returned {got}-dimensional vectors where {expected} were expected (the \
+         embed.dimensions setting, or the size of the other vectors of the answer); remove \
+         embed.dimensions for a model that cannot shorten its output (only models like \
+         OpenAI's text-embedding-3-* can)"
     )]
     Dimensions {
         model: String,
@@ -84,6 +85,12 @@ pub trait Embedder {
     /// dimension); the embedder applies its model's prefix for `purpose`
     /// itself.
     fn embed(&self, texts: &[&str], purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// The dimension of its vectors when it is known without embedding
+    /// anything (a fixed model, or one asked to shorten its output): stored
+    /// vectors of the model with another dimension are then made again.
+    fn dimensions(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// What an embedding pass did.
@@ -122,7 +129,11 @@ pub fn embed_store(
                 continue;
             }
             let hash = text_hash(&source.text);
-            if source.stored_hash.as_deref() == Some(hash.as_str()) {
+            let same_size = match (embedder.dimensions(), source.stored_dimensions) {
+                (Some(wanted), Some(stored)) => wanted == stored,
+                _ => true,
+            };
+            if source.stored_hash.as_deref() == Some(hash.as_str()) && same_size {
                 report.unchanged += 1;
             } else {
                 todo.push((source, hash));

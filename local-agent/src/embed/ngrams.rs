@@ -1,11 +1,13 @@
 //! The built-in embedder: no network, no model file.
 
 use super::{EmbedError, Embedder, Purpose};
-use crate::store::DIMENSIONS;
 
 /// The built-in model's name, stored with each of its vectors. A change to
 /// the algorithm must change the name, or old and new vectors would mix.
 pub const HASHED_NGRAMS_MODEL: &str = "hashed-ngrams-v1";
+
+/// The built-in model's dimension (the legacy file's).
+pub const DIMENSIONS: usize = crate::store::LEGACY_DIMENSIONS;
 
 /// Feature hashing of character n-grams (1 to 4 code points).
 ///
@@ -89,5 +91,9 @@ impl Embedder for HashedNgrams {
     /// match, and a prefix would only add the same n-grams to every text.
     fn embed(&self, texts: &[&str], _purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError> {
         Ok(texts.iter().map(|t| self.vector(t)).collect())
+    }
+
+    fn dimensions(&self) -> Option<usize> {
+        Some(DIMENSIONS)
     }
 }

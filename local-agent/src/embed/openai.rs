@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{EmbedError, Embedder, Prefixes, Purpose};
 use crate::backoff::{Backoff, Exhausted, RetryHook, Transient, is_transient, parse_retry_after};
-use crate::store::DIMENSIONS;
 
 /// An OpenAI-compatible `POST {url}/embeddings` endpoint.
 pub struct OpenAiEmbedder {
@@ -184,11 +183,15 @@ impl OpenAiEmbedder {
                     }
                 }
             }
-            if let Some(v) = out.iter().find(|v| v.len() != DIMENSIONS) {
+            // Any dimension, but one per answer, and the one asked for.
+            let expected = self
+                .dimensions
+                .unwrap_or_else(|| out.first().map_or(0, Vec::len));
+            if let Some(v) = out.iter().find(|v| v.len() != expected || v.is_empty()) {
                 return Ok(Err(EmbedError::Dimensions {
                     model: self.requested().to_owned(),
                     got: v.len(),
-                    expected: DIMENSIONS,
+                    expected,
                 }));
             }
             // Endpoints differ on whether they normalise; the store's L2
@@ -233,6 +236,10 @@ impl Embedder for OpenAiEmbedder {
 
     fn batch_size(&self) -> usize {
         64
+    }
+
+    fn dimensions(&self) -> Option<usize> {
+        self.dimensions
     }
 
     fn embed(&self, texts: &[&str], purpose: Purpose) -> Result<Vec<Vec<f32>>, EmbedError> {

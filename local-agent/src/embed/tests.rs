@@ -1,5 +1,5 @@
+use super::ngrams::DIMENSIONS;
 use super::*;
-use crate::store::DIMENSIONS;
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -237,6 +237,14 @@ impl Store {
                      WHERE v.rowid NOT IN (SELECT rowid FROM main.vec_embeddings)",
                     [],
                 )?;
+                // The same vectors binary-quantised, for the coarse search.
+                tx.execute(
+                    "INSERT INTO main.vec_bits_384 (rowid, embedding, model, source_type)
+                     SELECT v.rowid, vec_quantize_binary(v.embedding), e.model, e.source_type
+                     FROM legacy.vec_embeddings v JOIN legacy.vector_embeddings e ON e.id = v.rowid
+                     WHERE v.rowid NOT IN (SELECT rowid FROM main.vec_bits_384)",
+                    [],
+                )?;
             }
         }
         tx.commit()?;

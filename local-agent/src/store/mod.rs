@@ -18,6 +18,7 @@ mod mirror;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod vector_tables;
 mod vectors;
 
 use std::path::{Path, PathBuf};
@@ -34,8 +35,10 @@ pub use cards::{
 pub use migration::{ArrivedRow, FinishedMigration, LegacyCopy, LegacyTables};
 pub use mirror::{Applied, PageBase, SyncPhase, SyncState};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
+pub use vector_tables::{MAX_DIMENSIONS, VectorTables, quantize_binary};
 pub use vectors::{
-    DIMENSIONS, EmbedSource, Neighbour, NewVector, SourceKind, source_text, text_hash, vector_blob,
+    EXACT_SEARCH_LIMIT, EmbedSource, LEGACY_DIMENSIONS, Neighbour, NewVector, SearchPlan,
+    SourceKind, source_text, text_hash, vector_blob,
 };
 
 /// How long a writer waits for another one (a concurrent `pull` or `embed`)
@@ -84,8 +87,13 @@ pub enum StoreError {
     },
     #[error("the cached bytes do not have the sha256 {expected} they claim")]
     DigestMismatch { expected: String },
-    #[error("a vector has {got} dimensions; the store holds {expected}-dimensional vectors")]
+    #[error(
+        "vectors of {got} and {expected} dimensions in one batch of one model; a model's \
+         vectors all have one dimension"
+    )]
     Dimensions { got: usize, expected: usize },
+    #[error("a vector has {got} dimensions; the store holds vectors of 1 to {MAX_DIMENSIONS}")]
+    DimensionsOutOfRange { got: usize },
     #[error("the path {} is not UTF-8, which SQLite cannot attach", path.display())]
     NotUtf8 { path: PathBuf },
     #[error("database error: {0}")]
@@ -108,6 +116,7 @@ pub struct Counts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VectorCount {
     pub model: String,
+    pub dimensions: i64,
     pub source_type: String,
     pub count: i64,
 }
@@ -236,15 +245,16 @@ impl Store {
                 .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
         };
         let mut stmt = self.conn.prepare(
-            "SELECT model, source_type, count(*) FROM vector_embeddings
-             GROUP BY model, source_type ORDER BY model, source_type",
+            "SELECT model, dimensions, source_type, count(*) FROM vector_embeddings
+             GROUP BY model, dimensions, source_type ORDER BY model, dimensions, source_type",
         )?;
         let vectors = stmt
             .query_map([], |r| {
                 Ok(VectorCount {
                     model: r.get(0)?,
-                    source_type: r.get(1)?,
-                    count: r.get(2)?,
+                    dimensions: r.get(1)?,
+                    source_type: r.get(2)?,
+                    count: r.get(3)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -217,6 +217,39 @@ pub const MIGRATIONS: &[&str] = &[
         checked_at  TEXT
     );
     "#,
+    // 6: vectors of any dimension. Each dimension gets its own pair of vec0
+    // tables (floats, and the same vectors binary-quantised for the coarse
+    // scan of large collections), listed in `vector_tables`; the 384-d
+    // floats stay where they are (`vec_embeddings`, the legacy file's
+    // vectors among them) and get their bit table, filled from them here.
+    // Further dimensions are added by the store when a vector of that size
+    // first arrives (store/vector_tables.rs). Both keys are partition keys
+    // there: sqlite-vec 0.1.9 checks a metadata column row by row, which cost
+    // the coarse scan of 100k vectors six times its time. The index serves the count
+    // that picks exact or coarse search, and the status by model.
+    r#"
+    CREATE TABLE vector_tables (
+        dimensions  INTEGER PRIMARY KEY,
+        float_table TEXT NOT NULL UNIQUE,
+        bit_table   TEXT UNIQUE
+    );
+    INSERT INTO vector_tables (dimensions, float_table, bit_table)
+        VALUES (384, 'vec_embeddings', 'vec_bits_384');
+    CREATE VIRTUAL TABLE vec_bits_384 USING vec0(
+        embedding bit[384],
+        model text partition key,
+        source_type text partition key
+    );
+    INSERT INTO vec_bits_384 (rowid, embedding, model, source_type)
+        SELECT rowid, vec_quantize_binary(embedding), model, source_type FROM vec_embeddings;
+    DROP TRIGGER vector_embeddings_drop_vector;
+    CREATE TRIGGER vector_embeddings_drop_vector_384 AFTER DELETE ON vector_embeddings BEGIN
+        DELETE FROM vec_embeddings WHERE rowid = OLD.id;
+        DELETE FROM vec_bits_384 WHERE rowid = OLD.id;
+    END;
+    CREATE INDEX idx_vector_embeddings_model
+        ON vector_embeddings (model, dimensions, source_type);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -251,7 +251,7 @@ fn raw_insert(from: &Path, to: &Path) -> Result<f64> {
 
 /// Thai-like texts: syllables combined so that texts share parts, as real
 /// phrases do.
-fn text(i: usize) -> String {
+pub fn text(i: usize) -> String {
     const SYLLABLES: [&str; 26] = [
         "สวัส",
         "ดี",

@@ -16,6 +16,7 @@ mod procs;
 mod report;
 mod stack;
 mod stats;
+mod vector_search;
 
 use std::path::{Path, PathBuf};
 
@@ -430,7 +431,10 @@ async fn run(args: &Args, wanted: &[Bench], sizes: &Sizes) -> Result<Vec<Row>> {
                 (Bench::Migration, Some(on)) => {
                     rows.push(agent::migration(&stack, on, &args.agent, work.path(), sizes).await?)
                 }
-                (Bench::Search, None) => rows.push(agent::search_knn(work.path(), sizes)?),
+                (Bench::Search, None) => {
+                    rows.push(agent::search_knn(work.path(), sizes)?);
+                    rows.extend(vector_search::rows(work.path(), sizes)?);
+                }
                 // Measured on a runtime of its own, after the rest (see `main`).
                 _ => continue,
             }

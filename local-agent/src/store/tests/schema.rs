@@ -116,6 +116,113 @@ fn a_store_that_migrated_a_legacy_file_before_version_5_keeps_its_progress() {
 }
 
 #[test]
+fn a_version_5_file_keeps_its_384_d_vectors_and_gains_their_bits_and_any_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.db");
+    {
+        // A version 5 file holding the legacy file's vectors (copied by
+        // `migrate`) and the built-in model's, in the one 384-d vec0 table.
+        register_sqlite_vec();
+        let conn = Connection::open(&path).unwrap();
+        for step in &MIGRATIONS[..5] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        for id in 1..=4 {
+            conn.execute(
+                "INSERT INTO content_fragments (id, native_text, body_text, fragment_type)
+                 VALUES (?1, 'น้ำ', 'water', 'word')",
+                [id],
+            )
+            .unwrap();
+        }
+        for (id, model, source) in [
+            (1, "all-MiniLM-L6-v2", 1),
+            (2, "all-MiniLM-L6-v2", 2),
+            (3, "hashed-ngrams-v1", 1),
+            (4, "hashed-ngrams-v1", 2),
+        ] {
+            conn.execute(
+                "INSERT INTO vector_embeddings VALUES (?1, 'content_fragment', ?2, ?3, 384, 'h', NULL)",
+                rusqlite::params![id, source, model],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO vec_embeddings (rowid, embedding, model, source_type)
+                 VALUES (?1, ?2, ?3, 'content_fragment')",
+                rusqlite::params![id, vector_blob(&unit_vector(id as usize)), model],
+            )
+            .unwrap();
+        }
+    }
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let count = |store: &Store, sql: &str| -> i64 {
+        store.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(count(&store, "SELECT count(*) FROM vec_embeddings"), 4);
+    assert_eq!(count(&store, "SELECT count(*) FROM vec_bits_384"), 4);
+    let blob: Vec<u8> = store
+        .conn()
+        .query_row(
+            "SELECT embedding FROM vec_embeddings WHERE rowid = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        blob,
+        vector_blob(&unit_vector(2)),
+        "the float vector is untouched"
+    );
+    let bits: Vec<u8> = store
+        .conn()
+        .query_row(
+            "SELECT embedding FROM vec_bits_384 WHERE rowid = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bits, quantize_binary(&unit_vector(2)));
+    // Both plans find the legacy model's vector, and only that model's.
+    for plan in [SearchPlan::Exact, SearchPlan::Coarse { candidates: 5 }] {
+        let hits = store
+            .nearest_with(
+                "all-MiniLM-L6-v2",
+                &unit_vector(2),
+                SourceKind::Fragment,
+                5,
+                plan,
+            )
+            .unwrap();
+        let ids: Vec<i64> = hits.iter().flatten().map(|h| h.id).collect();
+        assert_eq!(ids, [2, 1], "{plan:?}");
+    }
+    // A 768-d model joins them; the old vectors stay.
+    let wide = vec![0.5f32; 768];
+    store
+        .put_vectors(
+            "wide-768",
+            &[NewVector {
+                kind: SourceKind::Fragment,
+                id: 1,
+                text_hash: "h",
+                vector: &wide,
+            }],
+        )
+        .unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM vec_embeddings"), 4);
+    assert_eq!(count(&store, "SELECT count(*) FROM vec_embeddings_768"), 1);
+    // Deleting a legacy vector's row still takes its float and its bits.
+    store
+        .conn()
+        .execute("DELETE FROM vector_embeddings WHERE id = 1", [])
+        .unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM vec_embeddings"), 3);
+    assert_eq!(count(&store, "SELECT count(*) FROM vec_bits_384"), 3);
+}
+
+#[test]
 fn a_file_from_a_newer_agent_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.db");
