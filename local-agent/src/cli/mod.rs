@@ -295,7 +295,7 @@ pub(crate) fn embedder(
         let spinner = out.spinner(&format!("loading {}", e.model.value));
         let model = models.load(&e.model.value);
         spinner.finish_and_clear();
-        return Ok(Box::new(model?));
+        return Ok(Box::new(model?.with_prefixes(e.prefixes())));
     }
     let embedder = OpenAiEmbedder::new(
         e.endpoint()?,

@@ -93,18 +93,19 @@ impl EmbedSettings {
         ]
     }
 
-    /// The prefixes in effect.
-    pub fn prefixes(&self) -> Prefixes {
-        Prefixes {
-            query: self.query_prefix.value.clone(),
-            passage: self.passage_prefix.value.clone(),
-        }
-    }
-
     /// Makes the models folder's active model the one used when no flag,
     /// variable or config file names a model.
     pub fn prefer_installed(&mut self, active: Option<String>) {
         if let (Source::Default, Some(name)) = (self.model.source, active) {
+            // The prefixes no setting gives are the installed model's
+            // family's, as they would be had it been named.
+            let family = Prefixes::for_model(&name);
+            if self.query_prefix.source == Source::Default {
+                self.query_prefix.value = family.query;
+            }
+            if self.passage_prefix.source == Source::Default {
+                self.passage_prefix.value = family.passage;
+            }
             self.model = Sourced {
                 value: name,
                 source: Source::Installed,
@@ -116,6 +117,14 @@ impl EmbedSettings {
     /// installed or named.
     pub fn is_fallback(&self) -> bool {
         self.is_builtin() && self.model.source == Source::Default
+    }
+
+    /// The prefixes in effect.
+    pub fn prefixes(&self) -> Prefixes {
+        Prefixes {
+            query: self.query_prefix.value.clone(),
+            passage: self.passage_prefix.value.clone(),
+        }
     }
 
     /// Whether the built-in embedder serves this model.

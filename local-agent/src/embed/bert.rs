@@ -179,6 +179,13 @@ impl BertEmbedder {
         })
     }
 
+    /// Other prefixes than its family's (the settings' `query_prefix` and
+    /// `passage_prefix`).
+    pub fn with_prefixes(mut self, prefixes: Prefixes) -> BertEmbedder {
+        self.prefixes = prefixes;
+        self
+    }
+
     /// The length of every vector it makes.
     pub fn dimension(&self) -> usize {
         self.dimension
