@@ -238,13 +238,42 @@ impl Store {
                     [],
                 )?;
                 // The same vectors binary-quantised, for the coarse search.
-                tx.execute(
+                // Quantised here rather than by `vec_quantize_binary` in an
+                // INSERT … SELECT: the bit subtype its result carries does
+                // not survive the join, and vec0 then takes it for floats.
+                let missing = tx
+                    .prepare(
+                        "SELECT v.rowid, v.embedding, e.model, e.source_type
+                         FROM legacy.vec_embeddings v
+                         JOIN legacy.vector_embeddings e ON e.id = v.rowid
+                         WHERE v.rowid NOT IN (SELECT rowid FROM main.vec_bits_384)",
+                    )?
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut insert = tx.prepare(
                     "INSERT INTO main.vec_bits_384 (rowid, embedding, model, source_type)
-                     SELECT v.rowid, vec_quantize_binary(v.embedding), e.model, e.source_type
-                     FROM legacy.vec_embeddings v JOIN legacy.vector_embeddings e ON e.id = v.rowid
-                     WHERE v.rowid NOT IN (SELECT rowid FROM main.vec_bits_384)",
-                    [],
+                     VALUES (?1, vec_bit(?2), ?3, ?4)",
                 )?;
+                for (rowid, blob, model, source_type) in missing {
+                    let vector: Vec<f32> = blob
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    insert.execute(params![
+                        rowid,
+                        super::quantize_binary(&vector),
+                        model,
+                        source_type
+                    ])?;
+                }
+                drop(insert);
             }
         }
         tx.commit()?;
