@@ -599,32 +599,7 @@ fn the_cli_embeds_and_searches_through_the_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("agent.db");
     // A store with a few fragments, as a pull would leave it.
-    {
-        let mut store = local_agent::store::Store::open(&db).unwrap();
-        let changes: Vec<Value> = ["ขอบคุณมากครับ", "ห้องน้ำอยู่ที่ไหน", "วันนี้อากาศร้อน"]
-            .iter()
-            .enumerate()
-            .map(|(i, text)| {
-                json!({"table": "content_fragments", "op": "upsert", "id": i + 1, "row": {
-                    "id": i + 1, "learning_content_id": null, "native_text": text, "body_text": "",
-                    "ipa": null, "extra": null, "fragment_type": "sentence",
-                    "fragment_metadata": null, "created_at": null, "updated_at": null}})
-            })
-            .collect();
-        let page = serde_json::from_value(json!({
-            "changes": changes, "next_cursor": "c", "has_more": false, "phase": "snapshot"}))
-        .unwrap();
-        store
-            .apply_page(
-                local_agent::store::PageBase {
-                    expected_cursor: None,
-                    new_snapshot: true,
-                    source_url: "http://api",
-                },
-                &page,
-            )
-            .unwrap();
-    }
+    store_with_fragments(&db, &["ขอบคุณมากครับ", "ห้องน้ำอยู่ที่ไหน", "วันนี้อากาศร้อน"]);
     let run = |args: &[&str]| {
         support::agent_command()
             .arg("--db")
