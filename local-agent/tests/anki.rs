@@ -98,13 +98,13 @@ fn first_push_creates_the_notes_and_a_second_push_sends_nothing() {
     // The best-ranked asset's bytes, under a name made of their digest.
     let name = format!("thai-content-{}.mp3", &sha(&better)[..16]);
     assert_eq!(f2.field("Audio"), format!("[sound:{name}]"));
-    assert_eq!(anki.state().media[&name], better);
+    assert_eq!(anki.state().media_files()[&name], better);
     let f4 = anki.note("fragment:4").unwrap();
     let name4 = f4
         .field("Audio")
         .trim_start_matches("[sound:")
         .trim_end_matches(']');
-    assert_eq!(anki.state().media[name4], b"audio bytes of 4");
+    assert_eq!(anki.state().media_files()[name4], b"audio bytes of 4");
     assert_eq!(anki.note("fragment:1").unwrap().field("Audio"), "");
     let c1 = anki.note("content:1").unwrap();
     assert_eq!(c1.field("Translation"), "hello 1");
@@ -186,7 +186,7 @@ fn edits_and_better_audio_update_exactly_their_notes_in_place() {
     assert_eq!(f4_after.id, f4.id);
     let name = format!("thai-content-{}.mp3", &sha(&best)[..16]);
     assert_eq!(f4_after.field("Audio"), format!("[sound:{name}]"));
-    assert_eq!(anki.state().media[&name], best);
+    assert_eq!(anki.state().media_files()[&name], best);
 }
 
 #[test]
@@ -548,66 +548,87 @@ fn thirteen_sounds(stack: &Stack, agent: &Agent) {
     );
 }
 
-#[test]
-fn an_anki_on_this_computer_reads_sound_files_from_disk() {
-    let (stack, agent, anki, _) = setup();
-    thirteen_sounds(&stack, &agent);
-    let report = push(&agent, &anki);
-    assert_eq!(report["failed"], json!([]), "{report}");
-    assert_eq!(report["media_stored"], 16, "{report}"); // 3 of setup() + 13
-    assert_eq!(report["media_from_disk"], 16, "{report}");
-    assert_eq!(anki.state().media_carriers, vec!["path"; 16]);
-    // Requests carry names, not bytes: even the 1.5 MB file's is small.
-    let sizes = anki.state().request_bytes.clone();
-    assert!(sizes.iter().all(|b| *b < 64 * 1024), "{sizes:?}");
-    // Anki holds every sound's exact bytes: each name is made of the
-    // digest the server gave its asset.
-    let media = anki.state().media.clone();
-    assert_eq!(media.len(), 16);
-    for (name, bytes) in &media {
+/// Anki's media as the test sees it: every sound's exact bytes, each under
+/// the name made of the digest the server gave its asset.
+fn assert_named_by_digest(media: &std::collections::BTreeMap<String, Vec<u8>>) {
+    for (name, bytes) in media {
         let digest = sha(bytes);
         assert!(
             name.starts_with(&format!("thai-content-{}.", &digest[..16])),
             "{name} holds bytes of digest {digest}"
         );
     }
-    // Nothing staged is left beside the store.
-    let db = agent.db();
-    let staged = db.with_file_name(format!(
-        "{}.anki-media",
-        db.file_name().unwrap().to_string_lossy()
-    ));
-    assert!(!staged.exists(), "{}", staged.display());
 }
 
 #[test]
-fn sound_files_go_as_data_in_small_requests_and_only_once_when_anki_cannot_read_the_path() {
+fn an_anki_on_this_computer_gets_the_sound_files_written_into_its_media_folder() {
     let (stack, agent, anki, _) = setup();
-    anki.state().refuse_paths = true;
     thirteen_sounds(&stack, &agent);
     let report = push(&agent, &anki);
     assert_eq!(report["failed"], json!([]), "{report}");
     assert_eq!(report["media_stored"], 16, "{report}"); // 3 of setup() + 13
-    assert_eq!(report["media_from_disk"], 0, "{report}");
+    assert_eq!(report["media_into_folder"], 16, "{report}");
+    assert_eq!(anki.count("storeMediaFile"), 0);
+    // Requests carry no bytes: even the 1.5 MB file's travel none.
+    let sizes = anki.state().request_bytes.clone();
+    assert!(sizes.iter().all(|b| *b < 64 * 1024), "{sizes:?}");
+    // The folder holds the 16 files, whole, and nothing else (no
+    // temporary file left behind).
+    let dir = anki.state().media_dir.clone().unwrap();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 16, "{names:?}");
+    let media = anki.state().media_files();
+    assert_eq!(media.len(), 16);
+    assert_named_by_digest(&media);
+    // A second push finds them there and sends nothing.
+    agent
+        .mirror()
+        .execute("UPDATE anki_cards SET content_hash = 'changed'", [])
+        .unwrap();
+    let report = push(&agent, &anki);
+    assert_eq!(report["media_stored"], 0, "{report}");
+    assert_eq!(report["media_present"], 16, "{report}");
+}
+
+#[test]
+fn a_folder_anki_names_but_does_not_list_gets_one_file_taken_back_and_the_rest_go_as_data() {
+    // Anki on another computer behind a tunnel to localhost names its own
+    // folder; this computer happens to have one under the same path.
+    let (stack, agent, anki, _) = setup();
+    let lookalike = tempfile::tempdir().unwrap();
+    anki.state().claimed_media_dir = Some(lookalike.path().to_owned());
+    thirteen_sounds(&stack, &agent);
+    let report = push(&agent, &anki);
+    assert_eq!(report["failed"], json!([]), "{report}");
+    assert_eq!(report["media_stored"], 16, "{report}");
+    assert_eq!(report["media_into_folder"], 0, "{report}");
+    assert_eq!(anki.state().media_carriers, vec!["data"; 16]);
+    // The file written to find out was taken back.
+    assert_eq!(std::fs::read_dir(lookalike.path()).unwrap().count(), 0);
+    let media = anki.state().media_files();
+    assert_eq!(media.len(), 16);
+    assert_named_by_digest(&media);
+}
+
+#[test]
+fn sound_files_go_as_data_in_small_requests_and_only_once_when_anki_names_no_folder_here() {
+    let (stack, agent, anki, _) = setup();
+    anki.state().claimed_media_dir = Some("/nonexistent/Anki2/User 1/collection.media".into());
+    thirteen_sounds(&stack, &agent);
+    let report = push(&agent, &anki);
+    assert_eq!(report["failed"], json!([]), "{report}");
+    assert_eq!(report["media_stored"], 16, "{report}"); // 3 of setup() + 13
+    assert_eq!(report["media_into_folder"], 0, "{report}");
     let limit = 512 * 1024;
     let sizes = anki.state().request_bytes.clone();
     let over: Vec<usize> = sizes.iter().copied().filter(|b| *b > limit).collect();
     // Only the 1.5 MB file (2 MB as base64) travels alone above the limit.
     assert_eq!(over.len(), 1, "{sizes:?}");
     assert!(over[0] > 2_000_000 && over[0] < 2_100_000, "{over:?}");
-    // Paths were tried in the first request only; after Anki read none of
-    // them, every file went as data, each once.
-    let carriers = anki.state().media_carriers.clone();
-    let tried = carriers.iter().filter(|c| **c == "path").count();
-    assert!(
-        tried >= 1 && carriers[..tried].iter().all(|c| *c == "path"),
-        "{carriers:?}"
-    );
-    assert_eq!(
-        carriers.iter().filter(|c| **c == "data").count(),
-        16,
-        "{carriers:?}"
-    );
+    assert_eq!(anki.state().media_carriers, vec!["data"; 16]);
     // Media Anki has already is not sent again, even for changed notes.
     agent
         .mirror()
@@ -616,7 +637,7 @@ fn sound_files_go_as_data_in_small_requests_and_only_once_when_anki_cannot_read_
     let report = push(&agent, &anki);
     assert_eq!(report["media_stored"], 0, "{report}");
     assert_eq!(report["media_present"], 16, "{report}");
-    assert_eq!(anki.count("storeMediaFile"), 16 + tried);
+    assert_eq!(anki.count("storeMediaFile"), 16);
 }
 
 #[test]

@@ -131,6 +131,6 @@ fn send_media(
     report.media_stored = sent.stored;
     report.media_present = sent.present;
     report.media_bytes = sent.bytes;
-    report.media_from_disk = sent.by_path;
+    report.media_into_folder = sent.into_folder;
     Ok(sent.failed)
 }

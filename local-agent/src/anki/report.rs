@@ -43,8 +43,9 @@ pub struct PushReport {
     /// Sound files Anki had already (their names are their digests).
     pub media_present: usize,
     pub media_bytes: u64,
-    /// Of the files stored, those Anki read from disk on this computer.
-    pub media_from_disk: usize,
+    /// Of the files stored, those written straight into Anki's media
+    /// folder on this computer.
+    pub media_into_folder: usize,
     pub failed: Vec<NoteFailure>,
 }
 

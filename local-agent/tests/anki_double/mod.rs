@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -57,22 +58,46 @@ pub struct State {
     pub request_bytes: Vec<usize>,
     /// How each `storeMediaFile` carried its bytes: `"path"` or `"data"`.
     pub media_carriers: Vec<&'static str>,
-    /// Fail every `path` as an Anki on another computer does (the file is
-    /// not there).
-    pub refuse_paths: bool,
+    /// Anki's media folder, which `getMediaDirPath` names: the files in it
+    /// are Anki's media as much as those stored through the API.
+    pub media_dir: Option<PathBuf>,
+    /// What `getMediaDirPath` names instead of `media_dir`, as an Anki on
+    /// another computer (behind a tunnel) names a folder of its own.
+    pub claimed_media_dir: Option<PathBuf>,
+}
+
+impl State {
+    /// Every media file Anki has, by name: stored through the API or
+    /// found in its folder.
+    pub fn media_files(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut all = self.media.clone();
+        if let Some(dir) = &self.media_dir {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.path().is_file() {
+                    all.insert(name, std::fs::read(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        all
+    }
 }
 
 pub struct AnkiDouble {
     pub url: String,
     pub state: Arc<Mutex<State>>,
+    /// Holds `State::media_dir`.
+    _media_dir: tempfile::TempDir,
 }
 
 impl AnkiDouble {
     pub fn start() -> AnkiDouble {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the double");
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let media_dir = tempfile::tempdir().expect("the double's media folder");
         let state = Arc::new(Mutex::new(State {
             next_id: 1_700_000_000_000,
+            media_dir: Some(media_dir.path().to_owned()),
             ..State::default()
         }));
         let shared = state.clone();
@@ -84,7 +109,11 @@ impl AnkiDouble {
                 });
             }
         });
-        AnkiDouble { url, state }
+        AnkiDouble {
+            url,
+            state,
+            _media_dir: media_dir,
+        }
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -247,9 +276,6 @@ fn run(s: &mut State, action: &str, p: &Value) -> Result<Value, String> {
             } else if let Some(path) = p["path"].as_str() {
                 s.media_carriers.push("path");
                 let missing = format!("[Errno 2] No such file or directory: '{path}'");
-                if s.refuse_paths {
-                    return Err(missing);
-                }
                 std::fs::read(path).map_err(|_| missing)?
             } else {
                 return Err("You must provide a \"data\", \"path\", or \"url\" field.".into());
@@ -395,15 +421,30 @@ fn run(s: &mut State, action: &str, p: &Value) -> Result<Value, String> {
             Ok(Value::Null)
         }
         "getMediaFilesNames" => {
+            // Globs as the add-on's glob.glob does, for the two shapes the
+            // agent sends: a prefix with `*`, or a whole name.
             let pattern = p["pattern"].as_str().unwrap_or("*");
-            let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
+            let (prefix, whole) = match pattern.strip_suffix('*') {
+                Some(prefix) => (prefix, false),
+                None => (pattern, true),
+            };
             Ok(json!(
-                s.media
-                    .keys()
-                    .filter(|n| n.starts_with(prefix))
+                s.media_files()
+                    .into_keys()
+                    .filter(|n| if whole {
+                        n == prefix
+                    } else {
+                        n.starts_with(prefix)
+                    })
                     .collect::<Vec<_>>()
             ))
         }
+        "getMediaDirPath" => Ok(json!(
+            s.claimed_media_dir
+                .as_ref()
+                .or(s.media_dir.as_ref())
+                .map(|d| d.display().to_string())
+        )),
         _ => Err("unsupported action".into()),
     }
 }
