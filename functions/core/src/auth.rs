@@ -306,6 +306,7 @@ fn decoding_key(alg: Algorithm, kid: Option<&str>, keys: &Keys) -> Result<Decodi
 fn verified_claims(token: &str, keys: &Keys) -> Result<Claims, Problem> {
     use jsonwebtoken::errors::ErrorKind;
 
+    crate::es256::install();
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| unauthorized(Some("invalid_token"), "the token is malformed"))?;
     let key = decoding_key(header.alg, header.kid.as_deref(), keys)?;

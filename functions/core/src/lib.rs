@@ -3,7 +3,7 @@
 //!
 //! - [`problem`]: RFC 9457 `application/problem+json` responses.
 //! - [`db`]: the database handle and the one mapping from a database error to HTTP.
-//! - [`auth`]: Supabase JWTs and roles.
+//! - [`auth`]: Supabase JWTs and roles (ES256 verified by `es256`).
 //! - [`request`], [`respond`]: parsing requests and building responses;
 //!   [`send`] hands them to the host, whole or streamed.
 //! - [`schema`]: the four resources, declared once; [`crud`] serves them.
@@ -17,6 +17,7 @@ pub mod crud;
 pub mod cursor;
 pub mod db;
 pub mod doc;
+mod es256;
 pub mod expand;
 pub mod feed;
 pub mod health;
