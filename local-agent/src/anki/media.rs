@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
@@ -122,8 +123,11 @@ pub fn send(
         }
         closed.check()
     };
-    for audio in missing {
-        let data = match audio_bytes(store, api, audio) {
+    let fetched = ahead(&missing)
+        .into_iter()
+        .flat_map(|chunk| chunk.iter().copied().zip(audio_bytes(store, api, chunk)));
+    for (audio, data) in fetched {
+        let data = match data {
             Ok(data) => data,
             Err(e) => {
                 sent.failed.insert(audio.file_name.clone(), e);
@@ -238,30 +242,103 @@ fn is_loopback(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The bytes of a sound: from the store's cache, else from the API (and
-/// then cached).
+/// Sound files downloaded at once when the store's cache lacks them. A
+/// learner's first push waits on the API, not on Anki: 1,257 files one
+/// at a time took 9.9 s against an API on this computer.
+const DOWNLOADS_IN_FLIGHT: usize = 4;
+/// How far ahead of Anki the files are fetched, in files and in bytes
+/// (the memory a push holds).
+const AHEAD_FILES: usize = 64;
+const AHEAD_BYTES: u64 = 32 * 1024 * 1024;
+
+/// `missing` in runs of at most [`AHEAD_FILES`] files and [`AHEAD_BYTES`]
+/// bytes (a larger file alone).
+fn ahead<'a, 'b>(missing: &'b [&'a Audio]) -> Vec<&'b [&'a Audio]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, audio) in missing.iter().enumerate() {
+        if i > start && (i - start >= AHEAD_FILES || bytes + audio.size > AHEAD_BYTES) {
+            runs.push(&missing[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += audio.size;
+    }
+    if start < missing.len() {
+        runs.push(&missing[start..]);
+    }
+    runs
+}
+
+/// The bytes of each of `audios`, in order: from the store's cache, else
+/// downloaded from the API ([`DOWNLOADS_IN_FLIGHT`] at once) and cached.
 fn audio_bytes(
     store: &mut Store,
     api: Option<&ApiClient>,
-    audio: &Audio,
-) -> Result<Vec<u8>, String> {
-    if let Some(bytes) = store
-        .cached_asset(&audio.sha256)
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(bytes);
-    }
-    let Some(api) = api else {
-        return Err(format!(
-            "the bytes of asset {} are not cached and no API is configured",
-            audio.asset_id
-        ));
+    audios: &[&Audio],
+) -> Vec<Result<Vec<u8>, String>> {
+    let mut out: Vec<Option<Result<Vec<u8>, String>>> = audios
+        .iter()
+        .map(|a| {
+            store
+                .cached_asset(&a.sha256)
+                .map_err(|e| e.to_string())
+                .transpose()
+        })
+        .collect();
+    let wanted: Vec<usize> = (0..audios.len()).filter(|i| out[*i].is_none()).collect();
+    let downloaded = match api {
+        Some(api) => download(api, audios, &wanted),
+        None => wanted
+            .iter()
+            .map(|&i| {
+                let why = format!(
+                    "the bytes of asset {} are not cached and no API is configured",
+                    audios[i].asset_id
+                );
+                (i, Err(why))
+            })
+            .collect(),
     };
-    let bytes = api
-        .asset_data(audio.asset_id)
-        .map_err(|e| format!("downloading asset {}: {e}", audio.asset_id))?;
-    store
-        .put_cached_asset(&audio.sha256, &bytes)
-        .map_err(|e| format!("asset {}: {e}", audio.asset_id))?;
-    Ok(bytes)
+    for (i, bytes) in downloaded {
+        let audio = audios[i];
+        out[i] = Some(bytes.and_then(|bytes| {
+            store
+                .put_cached_asset(&audio.sha256, &bytes)
+                .map_err(|e| format!("asset {}: {e}", audio.asset_id))?;
+            Ok(bytes)
+        }));
+    }
+    out.into_iter()
+        .map(|bytes| bytes.expect("every file was read or downloaded"))
+        .collect()
+}
+
+/// Downloads `audios[i]` for each `i` of `wanted` on
+/// [`DOWNLOADS_IN_FLIGHT`] threads, each taking the next file when done.
+fn download(
+    api: &ApiClient,
+    audios: &[&Audio],
+    wanted: &[usize],
+) -> Vec<(usize, Result<Vec<u8>, String>)> {
+    let next = AtomicUsize::new(0);
+    let fetch = || {
+        let mut got = Vec::new();
+        while let Some(&i) = wanted.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let id = audios[i].asset_id;
+            let bytes = api
+                .asset_data(id)
+                .map_err(|e| format!("downloading asset {id}: {e}"));
+            got.push((i, bytes));
+        }
+        got
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..DOWNLOADS_IN_FLIGHT.min(wanted.len()))
+            .map(|_| scope.spawn(fetch))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
